@@ -1,0 +1,48 @@
+# Two commands do all the set-up on a fresh machine:
+#   make reproduce   CPU-scale reproduction of the papers' figures + benchmarks (writes outputs/)
+#   make test        the test suite (what CI runs)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+OUT ?= outputs
+PYTEST_ARGS ?=
+export MALLOC_MMAP_THRESHOLD_ ?= 4000000000
+export MALLOC_TRIM_THRESHOLD_ ?= 4000000000
+
+.PHONY: test test-paper reproduce bench system-deps clean
+
+$(VENV)/.stamp-core: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,experiments]'
+	@touch $@
+
+$(VENV)/.stamp-bench: $(VENV)/.stamp-core
+	$(PY) -m pip install -q -e '.[bench]'
+	@touch $@
+
+# envpool's ProcGen links against Qt5 (Debian's libqt5gui5). Installed when we can; a clear note when not.
+system-deps:
+	@if ldconfig -p 2>/dev/null | grep -q libQt5Gui; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "Installing Debian's libqt5gui5 (needed by envpool's ProcGen)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libqt5gui5 >/dev/null) \
+	    || echo "WARNING: could not install libqt5gui5; ProcGen environments will not load. Fix: sudo apt-get install libqt5gui5"; \
+	else echo "NOTE: libqt5gui5 is missing; ProcGen environments need it. Fix: sudo apt-get install libqt5gui5"; fi
+
+test: $(VENV)/.stamp-core system-deps
+	$(PY) -m pytest -q -n 2 -m "not paper_scale" $(PYTEST_ARGS)
+
+test-paper: $(VENV)/.stamp-core system-deps
+	$(PY) -m pytest -q -m paper_scale $(PYTEST_ARGS)
+
+reproduce: $(VENV)/.stamp-bench system-deps
+	$(PY) -m experiments.run_all --out $(OUT)
+	$(MAKE) bench
+
+bench: $(VENV)/.stamp-bench
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(OUT) .pytest_cache
