@@ -521,3 +521,32 @@ def test_float32_inputs_are_accepted():
                                           v0.astype(np.float32), ts.astype(np.float32), method=method)
             assert V.dtype == jnp.float32
             np.testing.assert_allclose(V, ref, atol=1e-4 * np.abs(ref).max())
+
+
+# --------------------------------------------------------------------------------------------------
+# Unreliable bases are reported, never consumed silently.
+
+
+def test_defective_basis_warns_at_decomposition():
+    with jax.enable_x64(True):
+        # A Jordan block: P defective (eigenvalue 0 with one eigenvector for two dimensions).
+        P = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+        with pytest.warns(tdjax.NumericalFallbackWarning, match="eigendecompose: the eigenvector basis"):
+            dec = tdjax.eigendecompose(P)
+        assert not float(dec.condition) <= 1e7
+        # Under jit the same warning is raised when the computation runs.
+        with pytest.warns(tdjax.NumericalFallbackWarning, match="eigendecompose"):
+            jax.block_until_ready(jax.jit(lambda p: tdjax.eigendecompose(p).eigenvalues)(P))
+
+
+def test_kernel_dynamics_warns_when_eigensolver_fails():
+    with jax.enable_x64(True):
+        P, r = tdjax.circle_mdp(50, 24)
+        K = tdjax.rbf_kernel(np.arange(1.0, 51.0), 0.03162277660168379)  # entries down to ~1e-218
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            flow = tdjax.kernel_td_dynamics(K, P, r, 0.99, np.arange(50) < 40)
+        if np.all(np.isfinite(np.asarray(flow.eigenvalues))):
+            pytest.skip("this LAPACK build converged on the matrix; nothing to report")
+        assert any(issubclass(w.category, tdjax.NumericalFallbackWarning) and "eigensolver failed" in str(w.message)
+                   for w in caught)

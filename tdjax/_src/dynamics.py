@@ -117,6 +117,15 @@ def _warn(message: str) -> None:
     warnings.warn(message, NumericalFallbackWarning, stacklevel=4)
 
 
+def _warn_unreliable(flag: Any, message: str) -> None:
+    """Warns (NumericalFallbackWarning) when `flag` is true: now if concrete, at run time under jit."""
+    if _is_concrete(flag):
+        if bool(flag):
+            _warn(message)
+        return
+    jax.debug.callback(lambda f: _warn(message) if bool(f) else None, flag)
+
+
 def _select(use_fallback: jax.Array, fallback: Callable[[], Any], main: Callable[[], Any], message: str) -> Any:
     """`fallback()` with a warning if `use_fallback`, else `main()`; a `lax.cond` when traced."""
     if _is_concrete(use_fallback):
@@ -255,7 +264,15 @@ def eigendecompose(P: Any, *, symmetric: Optional[bool] = None) -> EigenDecompos
     if symmetric is None:
         symmetric = _is_concrete(P) and bool(np.allclose(np.asarray(P), np.asarray(P).T, rtol=0,
                                                          atol=10 * jnp.finfo(P.dtype).eps))
-    return _eigendecompose(P, bool(symmetric))
+    dec = _eigendecompose(P, bool(symmetric))
+    _warn_unreliable(
+        ~(dec.condition <= _default_max_condition(P.dtype)),
+        "eigendecompose: the eigenvector basis of P is badly conditioned or P is defective (see "
+        "`.condition`; inf means the basis is singular or the eigensolver failed). Coefficients, "
+        "projections and closed forms built on it are unreliable; the trajectory functions switch to "
+        "Krylov/expm integrators automatically.",
+    )
+    return dec
 
 
 def eigen_coefficients(decomposition: EigenDecomposition, v: Any) -> jax.Array:
@@ -744,7 +761,13 @@ def kernel_td_dynamics(
     L = K * D[None, :]
     B = D[:, None] * (jnp.eye(n, dtype=dtype) - g * P)
     mc = _default_max_condition(dtype) if max_condition is None else max_condition
-    return _linear_flow(L, B, D * r, mc, symmetric=False)
+    flow = _linear_flow(L, B, D * r, mc, symmetric=False)
+    _warn_unreliable(
+        ~jnp.all(jnp.isfinite(flow.eigenvalues)),
+        f"{fn}: the eigensolver failed on C = D(I − γPπ)KD (`.eigenvalues` is NaN; tiny kernel entries "
+        "often cause this: zero those below machine epsilon). Trajectories still use the Krylov integrator.",
+    )
+    return flow
 
 
 def kernel_mc_dynamics(K: Any, v_pi: Any, train_mask: Any, *, max_condition: Optional[float] = None) -> LinearFlow:
