@@ -5,5 +5,28 @@ The analysis library never imports this package: it works on any `apply_fn(param
 
 from tdjax.networks._nets import MLP as MLP
 from tdjax.networks._nets import NatureCNN as NatureCNN
+from tdjax.networks.heads import TORSOS as TORSOS
+from tdjax.networks.heads import C51Head as C51Head
+from tdjax.networks.heads import ImpalaTorso as ImpalaTorso
+from tdjax.networks.heads import MinAtarTorso as MinAtarTorso
+from tdjax.networks.heads import MLPTorso as MLPTorso
+from tdjax.networks.heads import NatureTorso as NatureTorso
+from tdjax.networks.heads import PatchConv as PatchConv
+from tdjax.networks.heads import QHead as QHead
+from tdjax.networks.heads import QRHead as QRHead
+from tdjax.networks.heads import ValueNetwork as ValueNetwork
 
-__all__ = ["MLP", "NatureCNN"]
+__all__ = [
+    "MLP",
+    "NatureCNN",
+    "TORSOS",
+    "C51Head",
+    "ImpalaTorso",
+    "MinAtarTorso",
+    "MLPTorso",
+    "NatureTorso",
+    "PatchConv",
+    "QHead",
+    "QRHead",
+    "ValueNetwork",
+]

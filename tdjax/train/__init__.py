@@ -1,0 +1,38 @@
+"""Training loops: `make_train(config) -> train(key)` factories, replay, probes and checkpoints.
+
+  * `ValueConfig`, `make_train`, `make_agent`: one value-based loop for DQN, Double DQN, C51 and
+    QR-DQN (`tdjax.train.value_based`).
+  * `train_with_checkpoints`: the same run in jitted chunks driven from Python, checkpointed
+    atomically and resumable bit-for-bit (`tdjax.train.checkpoint`).
+  * `replay`, `probes`: the circular buffer and the in-loop representation probes.
+"""
+
+from tdjax.train import probes as probes
+from tdjax.train import replay as replay
+from tdjax.train.checkpoint import load_checkpoint as load_checkpoint
+from tdjax.train.checkpoint import save_checkpoint as save_checkpoint
+from tdjax.train.checkpoint import train_with_checkpoints as train_with_checkpoints
+from tdjax.train.value_based import ALGOS as ALGOS
+from tdjax.train.value_based import RunnerState as RunnerState
+from tdjax.train.value_based import ValueAgent as ValueAgent
+from tdjax.train.value_based import ValueConfig as ValueConfig
+from tdjax.train.value_based import ValueMetrics as ValueMetrics
+from tdjax.train.value_based import make_agent as make_agent
+from tdjax.train.value_based import make_train as make_train
+from tdjax.train.value_based import mean_return as mean_return
+
+__all__ = [
+    "ALGOS",
+    "RunnerState",
+    "ValueAgent",
+    "ValueConfig",
+    "ValueMetrics",
+    "make_agent",
+    "make_train",
+    "mean_return",
+    "train_with_checkpoints",
+    "save_checkpoint",
+    "load_checkpoint",
+    "probes",
+    "replay",
+]
