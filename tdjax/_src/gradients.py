@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from tdjax._src.validation import check_scalar, leading_dim
+from tdjax._src.layerwise import LayerwiseUnsupported, layerwise_gram, layerwise_per_example_grads
 
 __all__ = [
     "InterferenceDerivativeTerms",
@@ -144,11 +145,28 @@ def _grads(
     leading_dim(batch, batch_arg)
     _check_chunk_size(chunk_size, fn_name)
     _check_scalar_fn(fn, (params, _example_spec(batch)), fn_name, fn_arg)
-    if method == "vmap":
-        grad_fn = jax.grad(fn)
-        return _map_examples(lambda ex: grad_fn(params, ex), batch, chunk_size)
-    # A layer-wise back-end for flax Dense/Conv networks plugs in here.
-    raise ValueError(f"{fn_name}: unknown `method` {method!r}; supported: 'vmap'.")
+    _check_method(method, chunk_size, fn_name)
+    if method != "vmap" and chunk_size is None:
+        try:
+            return layerwise_per_example_grads(fn, params, batch)
+        except LayerwiseUnsupported:
+            if method == "layerwise":
+                raise
+    grad_fn = jax.grad(fn)
+    return _map_examples(lambda ex: grad_fn(params, ex), batch, chunk_size)
+
+
+_METHODS = ("auto", "vmap", "layerwise")
+
+
+def _check_method(method: str, chunk_size: Optional[int], fn_name: str) -> None:
+    if method not in _METHODS:
+        raise ValueError(f"{fn_name}: unknown `method` {method!r}; supported: {', '.join(map(repr, _METHODS))}.")
+    if method == "layerwise" and chunk_size is not None:
+        raise ValueError(
+            f"{fn_name}: method='layerwise' processes the whole batch in one pass and does not take "
+            "`chunk_size`; use method='auto' or 'vmap' to bound memory by chunks."
+        )
 
 
 def per_example_grads(
@@ -157,7 +175,7 @@ def per_example_grads(
     batch: PyTree,
     *,
     chunk_size: Optional[int] = None,
-    method: str = "vmap",
+    method: str = "auto",
 ) -> PyTree:
     """Per-example gradients ∇θ J(xᵢ; θ), i = 1..k, stacked on a new leading axis.
 
@@ -167,7 +185,11 @@ def per_example_grads(
       batch: pytree whose leaves all have a leading axis of size k (one entry per example).
       chunk_size: if given, at most this many examples are differentiated at once
         (`jax.lax.map(..., batch_size=chunk_size)`), bounding activation memory.
-      method: gradient back-end; "vmap" (`jax.vmap(jax.grad(loss_fn))`).
+      method: gradient back-end. "layerwise": one batched forward/backward with per-example weight
+        gradients formed from each flax `nn.Dense`/`nn.Conv` layer's inputs and output cotangents
+        (`tdjax._src.layerwise`; raises `LayerwiseUnsupported` for other networks). "vmap":
+        `jax.vmap(jax.grad(loss_fn))`, works for any function. "auto" (default): layer-wise when the
+        network allows it and `chunk_size` is None, else vmap. All three give the same gradients.
 
     Returns:
       A pytree like `params` whose leaves have shape [k, *leaf.shape].
@@ -205,7 +227,7 @@ def gram_matrix(
     xs_b: Optional[PyTree] = None,
     *,
     chunk_size: Optional[int] = None,
-    method: str = "vmap",
+    method: str = "auto",
 ) -> chex.Array:
     """Function interference ρ̄ (Bengio et al. 2020, eq. 8): the empirical NTK of a scalar output.
 
@@ -228,6 +250,18 @@ def gram_matrix(
     Returns:
       [k_a, k_b] matrix ρ̄.
     """
+    if method != "vmap" and chunk_size is None:
+        _check_method(method, chunk_size, "gram_matrix")
+        leading_dim(xs_a, "xs_a")
+        if xs_b is not None:
+            leading_dim(xs_b, "xs_b")
+            _check_pair(xs_a, xs_b, "xs_a", "xs_b")
+        _check_scalar_fn(f, (params, _example_spec(xs_a)), "gram_matrix", "f")
+        try:
+            return layerwise_gram(f, params, xs_a, xs_b)
+        except LayerwiseUnsupported:
+            if method == "layerwise":
+                raise
     ga, gb = _pairwise_grads(f, params, xs_a, xs_b, chunk_size, method, "gram_matrix", "f", ("xs_a", "xs_b"))
     return _pairwise_gram(ga, gb, xs_b is None)
 
@@ -239,7 +273,7 @@ def loss_interference(
     batch_b: Optional[PyTree] = None,
     *,
     chunk_size: Optional[int] = None,
-    method: str = "vmap",
+    method: str = "auto",
 ) -> chex.Array:
     """Loss interference ρ (Bengio et al. 2020, eq. 1): ρ_ij = ∇θJ(aᵢ)ᵀ ∇θJ(bⱼ).
 
@@ -271,7 +305,7 @@ def stiffness(
     *,
     sign: bool = False,
     chunk_size: Optional[int] = None,
-    method: str = "vmap",
+    method: str = "auto",
 ) -> chex.Array:
     """Gradient stiffness (Fort et al. 2019; Bengio et al. 2020, §5.1, Fig. 5).
 
