@@ -9,6 +9,9 @@ OUT ?= outputs
 PYTEST_ARGS ?=
 export MALLOC_MMAP_THRESHOLD_ ?= 4000000000
 export MALLOC_TRIM_THRESHOLD_ ?= 4000000000
+# XLA allocates from worker threads with their own malloc arenas; one arena keeps its large buffers
+# mapped between calls (measured: 3.4× less CPU time for CNN per-example gradients at k = 128).
+export MALLOC_ARENA_MAX ?= 1
 
 .PHONY: test test-paper reproduce bench system-deps clean
 
