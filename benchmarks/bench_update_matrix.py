@@ -1,6 +1,7 @@
 """Claim: tdjax.update_matrix (Lyle et al. 2022, eq. 21) is never slower than a Python loop of jitted
-one-step updates, ≥ 2× faster for the 2→256→256→3 MLP at k = 128, and (CNN) competitive with a PyTorch
-loop, with bounded memory (Nature-DQN CNN at k = 256 within 8 GiB).
+one-step updates, ≥ 2× faster for the 2→256→256→3 MLP at k = 128, about as fast as a PyTorch loop on the
+Nature-DQN CNN when XLA:CPU uses YNNPACK (1.3–1.8× slower than PyTorch with XLA default convolutions), and
+bounded in memory (CNN at k = 256 well within 8 GiB). Measured results: docs/update_matrix.md.
 
 Construction measured (the same in every variant): k transitions, f = max_a Q(θ, x), the loss of one
 transition is ½(Q(s)[a] − r − 0.99·max Q(s'))² with a stop-gradient target, Adam from a non-trivial state
