@@ -27,7 +27,7 @@ def random_batch(key, n, obs_dim, num_actions):
     return Transition(
         obs=jax.random.normal(ks[0], (n, obs_dim)), action=jax.random.randint(ks[1], (n,), 0, num_actions),
         reward=jax.random.normal(ks[2], (n,)), discount=(jax.random.uniform(ks[3], (n,)) > 0.2).astype(jnp.float32),
-        next_obs=jax.random.normal(ks[4], (n, obs_dim)), done=jnp.zeros((n,), bool),
+        next_obs=jax.random.normal(ks[4], (n, obs_dim)), done=jnp.zeros((n,), bool), valid=jnp.ones((n,), bool),
     )
 
 

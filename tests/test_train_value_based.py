@@ -82,7 +82,7 @@ def test_replay_matches_naive_circular_buffer():
     capacity, num_envs = 5, 3
     example = replay_lib.Transition(
         obs=jnp.zeros((2,)), action=jnp.zeros((), jnp.int32), reward=jnp.zeros(()), discount=jnp.zeros(()),
-        next_obs=jnp.zeros((2,)), done=jnp.zeros((), bool),
+        next_obs=jnp.zeros((2,)), done=jnp.zeros((), bool), valid=jnp.zeros((), bool),
     )
     state = replay_lib.init(example, capacity, num_envs, obs_dtype=jnp.uint8)
     naive = []  # list of per-step dicts, oldest first
@@ -94,6 +94,7 @@ def test_replay_matches_naive_circular_buffer():
             obs=jnp.asarray(obs), action=jnp.arange(num_envs, dtype=jnp.int32) + 10 * step,
             reward=jnp.full((num_envs,), float(step)), discount=jnp.ones((num_envs,)),
             next_obs=jnp.asarray(1 - obs), done=jnp.zeros((num_envs,), bool),
+            valid=jnp.ones((num_envs,), bool),
         )
         state = add(state, batch)
         naive.append(batch)

@@ -1,7 +1,9 @@
 """Environments for tdjax's training loops.
 
-`make(name)` gives a jittable gymnax environment (MinAtar, CartPole, ...) with auto-reset and float32
-observations; `make_envpool(task_id)` reaches Atari and ProcGen through envpool, imported lazily.
+`make_vec(name, num_envs)` gives E environments behind one interface (`VecEnv`), used by the training
+loops: gymnax games (MinAtar, classic control) in pure JAX, or envpool's Atari (`*-v5`) and ProcGen
+(`*-v0`) stepped inside jit. `make(name)` is one jittable gymnax environment with auto-reset;
+`make_envpool(task_id)` is envpool's own vector environment, imported lazily.
 """
 
 from tdjax.envs._envpool import make_envpool as make_envpool
@@ -12,5 +14,13 @@ from tdjax.envs._gymnax import JaxEnv as JaxEnv
 from tdjax.envs._gymnax import check_name as check_name
 from tdjax.envs._gymnax import make as make
 from tdjax.envs._gymnax import spec as spec
+from tdjax.envs._vec import ATARI_DEFAULTS as ATARI_DEFAULTS
+from tdjax.envs._vec import VecEnv as VecEnv
+from tdjax.envs._vec import VecStep as VecStep
+from tdjax.envs._vec import check_env_name as check_env_name
+from tdjax.envs._vec import is_envpool_name as is_envpool_name
+from tdjax.envs._vec import make_vec as make_vec
+from tdjax.envs._vec import vec_spec as vec_spec
 
-__all__ = ["ENV_NAMES", "EnvSpec", "EnvStep", "JaxEnv", "check_name", "make", "make_envpool", "spec"]
+__all__ = ["ATARI_DEFAULTS", "ENV_NAMES", "EnvSpec", "EnvStep", "JaxEnv", "VecEnv", "VecStep", "check_env_name",
+           "check_name", "is_envpool_name", "make", "make_envpool", "make_vec", "spec", "vec_spec"]

@@ -27,6 +27,7 @@ class Transition(NamedTuple):
     discount: jax.Array  # shape=(), float32. 0 if the episode terminated at t+1, else 1 (γ applied by the loss).
     next_obs: jax.Array  # shape=obs_shape. xₜ₊₁ (the final observation if the episode ended).
     done: jax.Array  # shape=(), bool. The episode ended at t+1 (terminated or truncated).
+    valid: jax.Array  # shape=(), bool. A transition of the MDP (False for envpool's reset steps).
 
 
 class ReplayState(NamedTuple):

@@ -96,7 +96,11 @@ class ValueConfig:
     counts iterations (see the module docstring).
     """
 
-    env: str = "CartPole-v1"  # a name in tdjax.envs.ENV_NAMES
+    env: str = "CartPole-v1"  # a gymnax name (tdjax.envs.ENV_NAMES) or an envpool id ("Pong-v5")
+    # envpool only (Atari, ProcGen): seed, how it is stepped inside jit, extra envpool.make options
+    env_seed: int = 0
+    env_backend: str = "xla"  # "xla" (envpool's XLA custom call) | "host" (ordered io_callback)
+    env_options: Tuple[Tuple[str, Any], ...] = ()  # e.g. (("episodic_life", False),)
     algo: str = "dqn"  # "dqn" | "double_dqn" | "c51" | "qr_dqn"
     network: str = "auto"  # "auto" | "mlp" | "minatar_cnn" | "nature_cnn" | "impala_cnn"
     hidden: Tuple[int, ...] = (64, 64)  # MLP torso widths (network="mlp")
@@ -201,7 +205,7 @@ class ActorState(NamedTuple):
     """Per device (a leading [num_devices] axis on every leaf when num_devices > 1)."""
 
     key: jax.Array  # shape=(), typed PRNG key. Iteration i draws from fold_in(key, i).
-    env_state: Any  # gymnax state, leaves [E, ...] (E = num_envs / num_devices).
+    env_state: Any  # VecEnv state: gymnax leaves [E, ...] (E = num_envs / num_devices); envpool handle.
     obs: jax.Array  # shape=[E, *obs_shape], float32. Current observations.
     episode_return: jax.Array  # shape=[E], float32. Undiscounted return of the running episodes.
     episode_length: jax.Array  # shape=[E], int32.
@@ -234,7 +238,14 @@ def _validate(c: ValueConfig) -> None:
     if not isinstance(c, ValueConfig):
         raise ValueError(f"make_train: expected a ValueConfig, got {type(c).__name__}.")
     check_types(c)
-    envs_lib.check_name(c.env, field="ValueConfig.env")
+    envs_lib.check_env_name(c.env, field="ValueConfig.env")
+    check_choice(c, "env_backend", ("xla", "host"))
+    require(all(isinstance(o, tuple) and len(o) == 2 and isinstance(o[0], str) for o in c.env_options), c,
+            "env_options", "must be a tuple of (name, value) pairs", "e.g. env_options=(('num_levels', 200),)")
+    if not envs_lib.vec_spec(c.env).jittable:
+        require(c.num_devices == 1, c, "num_devices",
+                f"{c.env} is an envpool environment, stepped by one host process",
+                "use num_devices=1 for envpool games (data-parallel runs need jitted gymnax environments)")
     check_choice(c, "algo", ALGOS)
     check_choice(c, "network", ("auto",) + tuple(TORSOS))
     check_choice(c, "optimizer", ("adam", "rmsprop"))
@@ -324,10 +335,20 @@ def _optimizer(c: ValueConfig) -> optax.GradientTransformation:
     return tx
 
 
-def _network(c: ValueConfig, env: envs_lib.EnvSpec, head: nn.Module) -> ValueNetwork:
+def auto_network(env_name: str, obs_shape: Tuple[int, ...]) -> str:
+    """The torso `network="auto"` picks: MLP for vectors, the MinAtar CNN for small maps, the IMPALA CNN
+    for ProcGen, the Nature CNN for Atari frames."""
+    if len(obs_shape) == 1:
+        return "mlp"
+    if obs_shape[0] <= 16:
+        return "minatar_cnn"
+    return "impala_cnn" if env_name.endswith("-v0") else "nature_cnn"
+
+
+def _network(c: ValueConfig, env: Any, head: nn.Module) -> ValueNetwork:
     name = c.network
     if name == "auto":
-        name = "mlp" if len(env.obs_shape) == 1 else "minatar_cnn"
+        name = auto_network(c.env, env.obs_shape)
     if name == "mlp":
         require(len(env.obs_shape) == 1, c, "network",
                 f"an MLP torso needs vector observations but {c.env} gives {env.obs_shape}",
@@ -377,7 +398,7 @@ class ValueAgent:
     """
 
     config: ValueConfig
-    env: envs_lib.JaxEnv
+    env: envs_lib.VecEnv
     network: ValueNetwork
     head: nn.Module
     algo: Algo
@@ -400,13 +421,13 @@ def make_agent(config: ValueConfig) -> ValueAgent:
     _validate(config)
     c = config
     algo = ALGOS[c.algo]
-    spec = envs_lib.spec(c.env)
+    spec = envs_lib.vec_spec(c.env)
     head = algo.make_head(c, spec.num_actions)
     network = _network(c, spec, head)  # checked on abstract shapes: still nothing compiled
-    env = envs_lib.make(c.env)
     optimizer = _optimizer(c)
     d = c.num_devices
     num_envs = c.num_envs // d
+    env = envs_lib.make_vec(c.env, num_envs, seed=c.env_seed, backend=c.env_backend, options=dict(c.env_options))
     batch_size = c.batch_size // d
     slots = c.buffer_size // c.num_envs
     num_iterations = c.total_steps // (c.num_envs * c.train_frequency)
@@ -419,14 +440,19 @@ def make_agent(config: ValueConfig) -> ValueAgent:
     )
     dummy_obs = jnp.zeros(env.obs_shape, jnp.float32)
 
+    scale = env.obs_scale  # 1/255 for pixels: observations are stored in their own units
+
+    def prep(x):
+        return x if scale == 1.0 else x * scale
+
     def apply(params, x):
-        return network.apply(params, x)
+        return network.apply(params, prep(x))
 
     def q_values(params, xs):
-        return network.apply(params, xs, method=ValueNetwork.q_values)
+        return network.apply(params, prep(xs), method=ValueNetwork.q_values)
 
     def features(params, xs):
-        return network.apply(params, xs, method=ValueNetwork.features)
+        return network.apply(params, prep(xs), method=ValueNetwork.features)
 
     output_fn = scalar_output_fn(apply, "max", distribution=algo.distribution,
                                  atoms=head.atoms if algo.distribution == "categorical" else None)
@@ -440,7 +466,11 @@ def make_agent(config: ValueConfig) -> ValueAgent:
     def learner_update(learner: LearnerState, batch: replay_lib.Transition, axis_name: Optional[str] = None):
         def batch_loss(params):
             losses = jax.vmap(example_loss, in_axes=(None, None, 0))(params, learner.target_params, batch)
-            return jnp.mean(losses)
+            if env.always_valid:
+                return jnp.mean(losses)
+            # envpool's reset steps are stored but are not transitions: they get no weight
+            w = batch.valid.astype(losses.dtype)
+            return jnp.sum(losses * w) / jnp.maximum(jnp.sum(w), 1.0)
 
         params = learner.params
         if axis_name is not None:
@@ -463,10 +493,11 @@ def make_agent(config: ValueConfig) -> ValueAgent:
         if axis_name is not None:
             k_actor = jax.random.fold_in(k_actor, jax.lax.axis_index(axis_name))
         k_reset, k_base = jax.random.split(k_actor)
-        obs, env_state = jax.vmap(env.reset)(jax.random.split(k_reset, num_envs))
+        env_state, obs = env.reset(k_reset)
         example = replay_lib.Transition(
             obs=dummy_obs, action=jnp.zeros((), jnp.int32), reward=jnp.zeros((), jnp.float32),
             discount=jnp.zeros((), jnp.float32), next_obs=dummy_obs, done=jnp.zeros((), bool),
+            valid=jnp.zeros((), bool),
         )
         actor = ActorState(
             key=k_base, env_state=env_state, obs=obs,
@@ -485,20 +516,22 @@ def make_agent(config: ValueConfig) -> ValueAgent:
             random = jax.random.randint(k_random, (num_envs,), 0, env.num_actions)
             explore = jax.random.uniform(k_explore, (num_envs,)) < eps
             action = jnp.where(explore, random, greedy).astype(jnp.int32)
-            env_keys = jax.random.split(jax.random.fold_in(k_env, t), num_envs)
-            env_state, step = jax.vmap(env.step)(env_keys, actor.env_state, action)
+            env_state, step = env.step(actor.env_state, jax.random.fold_in(k_env, t), action)
             done = step.terminated | step.truncated
             transition = replay_lib.Transition(
                 obs=actor.obs, action=action, reward=step.reward,
                 discount=1.0 - step.terminated.astype(jnp.float32), next_obs=step.next_obs, done=done,
+                valid=step.valid,
             )
-            ep_return = actor.episode_return + step.reward
-            ep_length = actor.episode_length + 1
-            ended = (jnp.sum(jnp.where(done, ep_return, 0.0)), jnp.sum(done.astype(jnp.int32)))
+            # returns are logged per real episode (a game, not an Atari life) in unclipped reward
+            end = step.episode_end
+            ep_return = actor.episode_return + step.raw_reward
+            ep_length = actor.episode_length + step.valid.astype(jnp.int32)
+            ended = (jnp.sum(jnp.where(end, ep_return, 0.0)), jnp.sum(end.astype(jnp.int32)))
             actor = actor._replace(
                 env_state=env_state, obs=step.obs,
-                episode_return=jnp.where(done, 0.0, ep_return),
-                episode_length=jnp.where(done, 0, ep_length),
+                episode_return=jnp.where(end, 0.0, ep_return),
+                episode_length=jnp.where(end, 0, ep_length),
                 replay=replay_lib.add(actor.replay, transition),
             )
             return actor, (ended, eps)
@@ -524,7 +557,7 @@ def make_agent(config: ValueConfig) -> ValueAgent:
             output_fn=output_fn, features_fn=features, optimizer=optimizer,
             params=learner.params, opt_state=learner.opt_state, batch=batch, probe_xs=batch.obs,
             fresh_loss_fn=lambda p, tr: example_loss(p, fresh, tr), fresh_params=fresh,
-            td_errors=td_errors(learner, seg), done=seg.done,
+            td_errors=td_errors(learner, seg), done=seg.done | ~seg.valid,
         )
 
     def iteration(state: RunnerState, i, axis_name):
