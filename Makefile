@@ -18,7 +18,7 @@ export MALLOC_ARENA_MAX ?= 1
 $(VENV)/.stamp-core: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,experiments]'
+	$(PY) -m pip install -q -e '.[dev,experiments,envs]'
 	@touch $@
 
 $(VENV)/.stamp-bench: $(VENV)/.stamp-core

@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
+import importlib
 import io
 import json
 from pathlib import Path
@@ -104,11 +105,21 @@ def _read_rows(path: Path, upto: int) -> list:
         return [r for r in csv.DictReader(f) if int(r["iteration"]) <= upto]
 
 
+def _family(config: Any) -> Any:
+    """The training-loop module of `config` (its `family` class attribute): it provides
+    `make_agent(config)` and `summarise(metrics)`."""
+    name = getattr(type(config), "family", None)
+    if not isinstance(name, str) or not dataclasses.is_dataclass(config):
+        raise ValueError(
+            f"train_with_checkpoints: expected a training config (tdjax.train.ValueConfig or "
+            f"tdjax.train.ActorCriticConfig), got {type(config).__name__}."
+        )
+    return importlib.import_module(name)
+
+
 @functools.lru_cache(maxsize=8)
 def _agent(config: Any) -> Any:
-    from tdjax.train.value_based import make_agent
-
-    return make_agent(config)
+    return _family(config).make_agent(config)
 
 
 @functools.lru_cache(maxsize=16)
@@ -147,7 +158,10 @@ def train_with_checkpoints(
     """Runs `make_train(config)(key)` in checkpointed chunks, resuming from `directory` if it holds one.
 
     Args:
-      config: a `tdjax.train.ValueConfig` (chunk length: `config.checkpoint_interval` iterations).
+      config: a training config, e.g. `tdjax.train.ValueConfig` (chunk length:
+        `config.checkpoint_interval` iterations). Runs on envpool environments resume with freshly reset
+        environments (the emulators' state is not in the checkpoint), so only runs on jitted
+        environments resume bit-identically.
       key: a PRNG key, or a batch of keys [S] for S seeds run together (vmapped).
       directory: where checkpoint.npz, metrics.csv and metrics/ live.
       progress: show a tqdm bar over chunks.
@@ -163,10 +177,7 @@ def train_with_checkpoints(
       ValueError: the directory's checkpoint was written with another config or key.
       FloatingPointError: the loss became non-finite; names the iteration and the last checkpoint.
     """
-    from tdjax.train.value_based import ValueConfig, summarise
-
-    if not isinstance(config, ValueConfig):
-        raise ValueError(f"train_with_checkpoints: expected a ValueConfig, got {type(config).__name__}.")
+    family = _family(config)
     directory = Path(directory)
     key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
     keys = key if _is_key(key) else jax.random.wrap_key_data(key)
@@ -196,6 +207,8 @@ def train_with_checkpoints(
                     "Resume with the same config and key, or use a new directory."
                 )
         start = int(meta["iteration"])
+        if not agent.env.jittable:  # the checkpoint's environment handles belong to another process
+            state = jax.jit(jax.vmap(agent.reattach_env) if batched else agent.reattach_env)(state)
     else:
         state, start = _jitted_init(agent, batched)(keys), 0
     rows = _read_rows(csv_path, start)
@@ -220,8 +233,9 @@ def train_with_checkpoints(
                         "none: no checkpoint had been written yet")
                 raise FloatingPointError(
                     f"train_with_checkpoints: the loss became non-finite at iteration {it}, env step "
-                    f"{(it + 1) * config.num_envs * config.train_frequency}{seed}. The run stopped; the last good "
-                    f"checkpoint is {last}. Lower ValueConfig.lr, set max_grad_norm, or check rewards/v_min/v_max."
+                    f"{(it + 1) * agent.steps_per_iteration}{seed}. The run stopped; the last good "
+                    f"checkpoint is {last}. Lower {type(config).__name__}.lr, set max_grad_norm, or check "
+                    "rewards (and v_min/v_max for C51)."
                 )
             state = new_state
             leaves = jax.tree_util.tree_leaves(metrics)
@@ -230,7 +244,7 @@ def train_with_checkpoints(
             atomic_write_bytes(metrics_dir / f"{lo:010d}.npz", buf.getvalue())
             per_seed = [jax.tree.map(lambda x: x[s], metrics) for s in range(keys.shape[0])] if batched else [metrics]
             for s, m in enumerate(per_seed):
-                rows.append({"iteration": lo + length, "seed": s, **summarise(m)})
+                rows.append({"iteration": lo + length, "seed": s, **family.summarise(m)})
             save_csv(csv_path, rows)
             save_checkpoint(ckpt, state, dict(identity, iteration=lo + length))
             start = lo + length

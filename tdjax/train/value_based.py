@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, NamedTuple, Optional, Tuple
+from typing import Any, Callable, ClassVar, NamedTuple, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -142,6 +142,8 @@ class ValueConfig:
     # checkpointing (train_with_checkpoints)
     checkpoint_interval: int = 1_000  # iterations per jitted chunk / checkpoint
     num_devices: int = 1
+
+    family: ClassVar[str] = "tdjax.train.value_based"  # the module whose make_agent builds this config
 
     def replace(self, **changes: Any) -> "ValueConfig":
         """A copy with `changes` applied (the config itself is never mutated)."""
@@ -395,6 +397,10 @@ class ValueAgent:
       output_fn: `output_fn(params, x)`: Q reduced by max (expected Q for distributional heads).
       q_values: `q_values(params, xs) -> [..., A]` expected action values.
       features: `features(params, xs) -> [..., d]` penultimate activations.
+      steps_per_iteration: environment steps (all environments) per iteration.
+      reattach_env: `reattach_env(state) -> state` with freshly reset environments and zeroed running
+        episode statistics, the rest unchanged: how a checkpoint of a run on envpool (whose emulator
+        state lives outside JAX) is resumed. Identity for jitted environments.
     """
 
     config: ValueConfig
@@ -413,6 +419,8 @@ class ValueAgent:
     q_values: Callable[[Any, Any], jax.Array]
     features: Callable[[Any, Any], jax.Array]
     probe_settings: probes_lib.ProbeSettings
+    steps_per_iteration: int
+    reattach_env: Callable[[RunnerState], RunnerState]
 
 
 def make_agent(config: ValueConfig) -> ValueAgent:
@@ -635,11 +643,20 @@ def make_agent(config: ValueConfig) -> ValueAgent:
             return jax.shard_map(body, mesh=mesh, in_specs=(spec, P()), out_specs=(spec, P()))(
                 state, jnp.asarray(start, jnp.int32))
 
+    def reattach_env(state: RunnerState) -> RunnerState:
+        if env.jittable:
+            return state
+        env_state, obs = env.reset(state.actor.key)
+        zeros = jnp.zeros((num_envs,), jnp.float32)
+        return state._replace(actor=state.actor._replace(
+            env_state=env_state, obs=obs, episode_return=zeros, episode_length=zeros.astype(jnp.int32)))
+
     return ValueAgent(
         config=c, env=env, network=network, head=head, algo=algo, optimizer=optimizer,
         num_iterations=num_iterations, warmup_iterations=warmup, init=init, run=run,
         example_loss=example_loss, learner_update=learner_update, output_fn=output_fn,
         q_values=q_values, features=features, probe_settings=probe_settings,
+        steps_per_iteration=steps_per_iter, reattach_env=reattach_env,
     )
 
 
