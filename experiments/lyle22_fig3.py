@@ -13,8 +13,10 @@ initialised network (a new one per probe) on the same k transitions: the "random
 Seeds are vmapped: `jax.jit(jax.vmap(make_train(cfg)))(keys)`.
 
 Scales (`--scale`): `smoke` (all three games, a few minutes on 2 CPU cores), `cpu` (longer runs, each
-game ~10-15 minutes), `paper` (Atari through envpool, for a GPU; the loop cannot drive envpool yet, so
-this exits with a message).
+game ~10-15 minutes), `paper` (Atari Pong, Boxing, Seaquest and Montezuma's Revenge through envpool with
+the Nature CNN, 7M frames per game, for a GPU: `paper_config()` says what it sets and why). envpool
+environments are stepped inside jit but cannot be vmapped, so at paper scale the seeds run one after
+another (each seeds its emulators with `env_seed`).
 
 Run: `python -m experiments.lyle22_fig3 --out outputs/lyle22_fig3 [--scale smoke|cpu]`.
 """
@@ -33,18 +35,14 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from tdjax.envs import vec_spec
 from tdjax.report import Claims, save_csv, save_figure, save_npz
 from tdjax.train import ValueConfig, make_train
 
 NAME = "lyle22_fig3"
 SCALES = ("smoke", "cpu", "paper")
-PAPER_GAMES = ("Pong", "Boxing", "Seaquest", "MontezumaRevenge")
-PAPER_MESSAGE = (
-    f"{NAME}: --scale paper would train DQN on Atari {', '.join(PAPER_GAMES)} (Montezuma's Revenge as the "
-    "sparse-reward game) through envpool, on a GPU. tdjax.train's loop cannot drive envpool environments yet "
-    "(see docs/train.md, 'Environments'), so this scale is not implemented. Fix: use --scale smoke or "
-    "--scale cpu (MinAtar), or add an envpool actor to tdjax.train first."
-)
+PAPER_DENSE = ("Pong-v5", "Boxing-v5", "Seaquest-v5")
+PAPER_SPARSE = ("MontezumaRevenge-v5",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,12 +65,32 @@ class Config:
         return self.dense_games + self.sparse_games
 
 
+def paper_config() -> Config:
+    """Atari at the paper's scale, for a GPU: DQN with the Nature CNN on envpool's `-v5` games (sticky
+    actions, frame skip 4, 84×84 grey, 4 stacked frames, episodic life and clipped rewards for learning),
+    7M frames = 1.75M agent steps per game, 3 seeds.
+
+    Dopamine-style DQN settings: Adam (lr 6.25e-5, ε 1.5e-4), batch 32, one update every 4 agent steps
+    (num_envs=4, train_frequency=1), target network every 2,000 updates (8,000 steps), ε-greedy from 1 to
+    0.01 over 250k steps, 20k steps of warm-up. The replay buffer holds 200k transitions rather than
+    Dopamine's 1M: tdjax's buffer stores xₜ and xₜ₊₁ (2 × 28 KiB per transition), so 1M would need 56 GiB.
+    A probe (k = 32 transitions, as at CPU scale) every 2,500 updates = 40k frames: 175 probes per run.
+    """
+    agent = ValueConfig(
+        algo="dqn", network="nature_cnn", num_envs=4, total_steps=1_750_000, buffer_size=200_000, batch_size=32,
+        learning_starts=20_000, train_frequency=1, target_update_interval=2_000, optimizer="adam", lr=6.25e-5,
+        adam_eps=1.5e-4, eps_start=1.0, eps_end=0.01, eps_decay_steps=250_000, max_grad_norm=None,
+        probe_interval=2_500, probe_k=32, checkpoint_interval=25_000)
+    return Config(dense_games=PAPER_DENSE, sparse_games=PAPER_SPARSE, seeds=3, agent=agent)
+
+
 def config(scale: str = "smoke") -> Config:
-    """`smoke`: all three games in a few minutes on 2 CPU cores; `cpu`: 5× longer runs, 3 seeds."""
-    if scale == "paper":
-        raise SystemExit(PAPER_MESSAGE)
+    """`smoke`: all three games in a few minutes on 2 CPU cores; `cpu`: 5× longer runs, 3 seeds;
+    `paper`: `paper_config()` (Atari, for a GPU)."""
     if scale not in SCALES:
         raise ValueError(f"{NAME}: scale must be one of {SCALES}, got {scale!r}.")
+    if scale == "paper":
+        return paper_config()
     cfg = Config()
     if scale == "cpu":
         cfg = dataclasses.replace(cfg, seeds=3, agent=cfg.agent.replace(
@@ -119,7 +137,13 @@ def run(cfg: Config, show_progress: bool = True) -> dict:
     probe_steps = bin_steps = None
     for game in tqdm(cfg.games, desc=NAME, disable=not show_progress):
         t0 = time.time()
-        _, m = jax.block_until_ready(jax.jit(jax.vmap(make_train(cfg.agent.replace(env=game))))(keys))
+        agent_cfg = cfg.agent.replace(env=game)
+        if vec_spec(game).jittable:  # gymnax: all seeds in one vmapped run
+            _, m = jax.block_until_ready(jax.jit(jax.vmap(make_train(agent_cfg)))(keys))
+        else:  # envpool: one run per seed, each seeding its emulators
+            runs = [jax.block_until_ready(jax.jit(make_train(agent_cfg.replace(env_seed=cfg.seed + s)))(keys[s]))[1]
+                    for s in range(cfg.seeds)]
+            m = jax.tree.map(lambda *xs: np.stack(xs), *runs)
         m = jax.tree.map(np.asarray, m)
         probed = m.probes.probed[0]  # the probe schedule depends on the iteration only, not the seed
         for f in fields:
@@ -194,8 +218,9 @@ def check_claims(cfg: Config, res: dict) -> Claims:
         + " (first 20% of training → last 10%). If this rises, the agent found the reward: the game is then "
         "not reward-free for it, unlike the paper's Montezuma's Revenge, and the sparse-reward claims above do "
         "not test the paper's 'absence of reward' case.")
-    claims.note("MinAtar stands in for Atari (Breakout/SpaceInvaders for Pong/Boxing/Seaquest, Freeway for "
-                "Montezuma's Revenge), and the budgets are ~10⁵ steps instead of ~7M frames.")
+    if not all(g.endswith("-v5") for g in cfg.games):
+        claims.note("MinAtar stands in for Atari (Breakout/SpaceInvaders for Pong/Boxing/Seaquest, Freeway for "
+                    "Montezuma's Revenge), and the budgets are ~10⁵ steps instead of ~7M frames.")
     return claims
 
 
@@ -233,7 +258,8 @@ def plot(cfg: Config, res: dict):
         ax.set_xlabel("environment steps (thousands)")
         axes[1, 0].set_ylabel("episode return (window mean)")
         ax.legend(fontsize=7, loc="upper left")
-    fig.suptitle(f"Lyle et al. 2022 Fig. 3 at CPU scale: DQN on MinAtar, {cfg.seeds} seeds (lines: mean, "
+    where = "paper scale: DQN on Atari" if cfg.games[0].endswith("-v5") else "CPU scale: DQN on MinAtar"
+    fig.suptitle(f"Lyle et al. 2022 Fig. 3 at {where}, {cfg.seeds} seeds (lines: mean, "
                  "shading: min–max over seeds)", fontsize=11)
     fig.tight_layout()
     return fig
@@ -260,8 +286,6 @@ def main(argv: Sequence[str] | None = None) -> Claims:
     parser.add_argument("--total-steps", type=int, default=None)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    if args.scale == "paper" and not args.tiny:
-        parser.exit(2, PAPER_MESSAGE + "\n")
     cfg = tiny() if args.tiny else config(args.scale)
     if args.seeds is not None:
         cfg = dataclasses.replace(cfg, seeds=args.seeds)

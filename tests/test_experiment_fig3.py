@@ -1,5 +1,6 @@
 """Lyle et al. 2022 Fig. 3 experiment: a tiny run (one dense, one sparse MinAtar game), checked on what it writes."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -54,8 +55,25 @@ def test_fig3_ranks_are_ranks_and_baseline_is_fresh_per_probe(fig3_out):
     assert np.unique(res["update_rank_fresh"]).size > 1
 
 
-def test_fig3_paper_scale_exits_with_message(capsys):
-    with pytest.raises(SystemExit) as e:
-        lyle22_fig3.main(["--scale", "paper", "--out", "unused"])
-    assert e.value.code != 0
-    assert "envpool" in capsys.readouterr().err
+def test_fig3_paper_scale_is_a_valid_atari_config():
+    from tdjax.train import make_agent
+
+    cfg = lyle22_fig3.config("paper")
+    assert set(cfg.games) == {"Pong-v5", "Boxing-v5", "Seaquest-v5", "MontezumaRevenge-v5"}
+    assert cfg.sparse_games == ("MontezumaRevenge-v5",)
+    assert cfg.agent.total_steps * 4 == 7_000_000  # 7M frames at frame skip 4
+    for game in cfg.games:  # validates and builds envpool environments; compiles nothing
+        agent = make_agent(cfg.agent.replace(env=game))
+        assert agent.env.obs_shape == (84, 84, 4) and type(agent.network.torso).__name__ == "NatureTorso"
+
+
+def test_fig3_envpool_seeds_run_one_after_another(tmp_path):
+    # the seeds of an envpool game cannot be vmapped: run() loops over them (tiny Pong run)
+    cfg = lyle22_fig3.tiny()
+    agent = cfg.agent.replace(network="auto", num_envs=2, total_steps=160, buffer_size=160,
+                              learning_starts=64, eps_decay_steps=100, probe_interval=8, probe_k=4,
+                              probe_sign_steps=8)
+    cfg = dataclasses.replace(cfg, dense_games=("Pong-v5",), sparse_games=("Freeway-MinAtar",), agent=agent)
+    res = lyle22_fig3.run(cfg, show_progress=False)
+    assert res["update_rank"].shape[:2] == (2, cfg.seeds)
+    assert np.isfinite(res["update_rank"][0]).all()
