@@ -13,7 +13,7 @@ export MALLOC_TRIM_THRESHOLD_ ?= 4000000000
 # mapped between calls (measured: 3.4× less CPU time for CNN per-example gradients at k = 128).
 export MALLOC_ARENA_MAX ?= 1
 
-.PHONY: test test-paper reproduce bench system-deps clean
+.PHONY: test test-paper reproduce reproduce-cpu reproduce-paper bench system-deps clean
 
 $(VENV)/.stamp-core: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,14 @@ test-paper: $(VENV)/.stamp-core system-deps
 reproduce: $(VENV)/.stamp-bench system-deps
 	$(PY) -m experiments.run_all --out $(OUT)
 	$(MAKE) bench
+
+# The full CPU scale of the training figures (each under ~15 min on 2 cores), without the benchmarks.
+reproduce-cpu: $(VENV)/.stamp-core system-deps
+	$(PY) -m experiments.run_all --scale cpu --out $(OUT)/cpu
+
+# Paper-scale configs (Atari/ProcGen through envpool): meant for a GPU machine.
+reproduce-paper: $(VENV)/.stamp-core system-deps
+	$(PY) -m experiments.run_all --scale paper --out $(OUT)/paper
 
 bench: $(VENV)/.stamp-bench
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -1,4 +1,8 @@
-"""Runs every CPU-scale figure reproduction in turn: `python -m experiments.run_all --out outputs`.
+"""Runs every figure reproduction in turn: `python -m experiments.run_all --out outputs [--scale smoke|cpu|paper]`.
+
+`--scale` goes to the training experiments (those with a `SCALES` attribute: smoke, the default and
+`make reproduce`'s choice, shows the trend in minutes; cpu is `make reproduce-cpu`, each figure under
+~15 min on 2 cores; paper is meant for a GPU). The closed-form figures have one setting and ignore it.
 
 Each experiment writes its PNG, raw data and claims.md under OUT/<experiment name>/; a summary of
 which claims held is written to OUT/SUMMARY.md.
@@ -23,15 +27,20 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", default="outputs", help="output folder (default: outputs)")
     p.add_argument("--only", nargs="*", default=None, help="run only these experiment modules")
+    p.add_argument("--scale", default="smoke", choices=("smoke", "cpu", "paper"),
+                   help="scale of the training experiments (default smoke)")
     args = p.parse_args(argv)
     out = Path(args.out)
     names = args.only or EXPERIMENTS
-    summary = ["# Reproduction summary", ""]
+    summary = ["# Reproduction summary", "", f"Scale of the training experiments: {args.scale}.", ""]
     for name in names:
         mod = importlib.import_module(f"experiments.{name}")
         t0 = time.time()
         print(f"== {name}", flush=True)
-        mod.main(["--out", str(out / name)])
+        argv = ["--out", str(out / name)]
+        if hasattr(mod, "SCALES"):
+            argv += ["--scale", args.scale]
+        mod.main(argv)
         claims = json.loads((out / name / "claims.json").read_text())
         held = [c for c in claims["claims"] if c["held"] is not None]
         n_ok = sum(c["held"] for c in held)
