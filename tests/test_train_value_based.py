@@ -199,3 +199,19 @@ def test_dqn_learns_cartpole():
     first, last = mean_return(metrics, last=None), mean_return(metrics, last=n // 4)
     assert np.all(last > 100), (first, last)
     assert np.all(np.isfinite(metrics.loss[:, -n // 2:]))
+
+
+def test_sample_distinct_skips_invalid_transitions():
+    # envpool's reset steps (valid=False) are stored but are not transitions: probes must not draw them
+    example = replay_lib.Transition(
+        obs=jnp.zeros((1,)), action=jnp.zeros((), jnp.int32), reward=jnp.zeros(()), discount=jnp.zeros(()),
+        next_obs=jnp.zeros((1,)), done=jnp.zeros((), bool), valid=jnp.zeros((), bool))
+    state = replay_lib.init(example, 6, 2)
+    for t in range(6):
+        valid = jnp.array([t % 2 == 0, True])
+        state = replay_lib.add(state, replay_lib.Transition(
+            obs=jnp.zeros((2, 1)), action=jnp.array([10 * t, 10 * t + 1], jnp.int32), reward=jnp.zeros(2),
+            discount=jnp.ones(2), next_obs=jnp.zeros((2, 1)), done=jnp.zeros(2, bool), valid=valid))
+    for seed in range(5):
+        d = jax.jit(replay_lib.sample_distinct, static_argnums=2)(state, jax.random.key(seed), 9)
+        assert bool(d.valid.all()) and len(set(np.asarray(d.action).tolist())) == 9

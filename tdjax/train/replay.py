@@ -93,11 +93,13 @@ def sample(state: ReplayState, key: jax.Array, batch_size: int) -> Transition:
 def sample_distinct(state: ReplayState, key: jax.Array, k: int) -> Transition:
     """k DISTINCT stored transitions, uniformly (the top-k of i.i.d. uniform scores over stored slots).
 
-    Needs at least k stored transitions; with fewer, unwritten (zero) slots fill the remainder.
+    Only transitions marked `valid` are drawn (envpool's reset steps are not transitions). Needs at
+    least k stored valid transitions; with fewer, invalid or unwritten slots fill the remainder.
     """
     capacity, num_envs = state.data.action.shape[:2]
     scores = jax.random.uniform(key, (capacity * num_envs,))
-    scores = jnp.where(jnp.arange(capacity * num_envs) < size(state), scores, -1.0)
+    ok = (jnp.arange(capacity * num_envs) < size(state)) & state.data.valid.reshape(-1)
+    scores = jnp.where(ok, scores, -1.0)
     _, idx = jax.lax.top_k(scores, k)
     return _gather(state, idx)
 
