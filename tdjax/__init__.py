@@ -28,6 +28,10 @@ from tdjax._src.losses import advantage_regression_loss as advantage_regression_
 from tdjax._src.losses import behaviour_cloning_loss as behaviour_cloning_loss
 from tdjax._src.losses import policy_distillation_loss as policy_distillation_loss
 
+# returns
+from tdjax._src.returns import generalized_advantage_estimation as generalized_advantage_estimation
+from tdjax._src.returns import lambda_returns as lambda_returns
+
 # gradients
 from tdjax._src.gradients import InterferenceDerivativeTerms as InterferenceDerivativeTerms
 from tdjax._src.gradients import per_example_grads as per_example_grads
@@ -115,6 +119,8 @@ __all__ = [
     "advantage_regression_loss",
     "behaviour_cloning_loss",
     "policy_distillation_loss",
+    "generalized_advantage_estimation",
+    "lambda_returns",
     "InterferenceDerivativeTerms",
     "per_example_grads",
     "gram_matrix",

@@ -4,7 +4,7 @@ import importlib
 
 import tdjax
 
-MODULES = ["outputs", "losses", "gradients", "layerwise", "update_matrix", "dynamics", "mdp"]
+MODULES = ["outputs", "losses", "gradients", "layerwise", "update_matrix", "dynamics", "mdp", "returns"]
 
 # Names used by checks outside this repository (issues 2 and 3).
 REQUIRED = """
@@ -15,6 +15,7 @@ per_example_grads gram_matrix loss_interference stiffness interference_derivativ
 interference_derivative_terms td_sign_variance
 update_matrix update_rank srank effective_rank dormant_fraction policy_update_matrix linearized_update_matrix
 td_value_trajectory mc_value_trajectory kernel_td_trajectory kernel_mc_trajectory policy_evaluation circle_mdp
+generalized_advantage_estimation lambda_returns
 """.split()
 
 

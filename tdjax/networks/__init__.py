@@ -5,6 +5,10 @@ The analysis library never imports this package: it works on any `apply_fn(param
 
 from tdjax.networks._nets import MLP as MLP
 from tdjax.networks._nets import NatureCNN as NatureCNN
+from tdjax.networks.actor_critic import Actor as Actor
+from tdjax.networks.actor_critic import AdvantageHead as AdvantageHead
+from tdjax.networks.actor_critic import Critic as Critic
+from tdjax.networks.actor_critic import SharedActorCritic as SharedActorCritic
 from tdjax.networks.heads import TORSOS as TORSOS
 from tdjax.networks.heads import C51Head as C51Head
 from tdjax.networks.heads import ImpalaTorso as ImpalaTorso
@@ -29,4 +33,8 @@ __all__ = [
     "QHead",
     "QRHead",
     "ValueNetwork",
+    "Actor",
+    "AdvantageHead",
+    "Critic",
+    "SharedActorCritic",
 ]

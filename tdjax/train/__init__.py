@@ -5,10 +5,19 @@
   * `train_with_checkpoints`: the same run in jitted chunks driven from Python, checkpointed
     atomically and resumable bit-for-bit (`tdjax.train.checkpoint`).
   * `replay`, `probes`: the circular buffer and the in-loop representation probes.
+  * `actor_critic`: one actor-critic loop for PPO, DAAC and REINFORCE (`actor_critic.make_train`,
+    `ActorCriticConfig`), with policy / value update-rank probes and train/test-level returns.
 """
 
+from tdjax.train import actor_critic as actor_critic
 from tdjax.train import probes as probes
 from tdjax.train import replay as replay
+from tdjax.train.actor_critic import ActorCriticAgent as ActorCriticAgent
+from tdjax.train.actor_critic import ActorCriticConfig as ActorCriticConfig
+from tdjax.train.actor_critic import ActorCriticMetrics as ActorCriticMetrics
+from tdjax.train.actor_critic import daac_procgen_paper_config as daac_procgen_paper_config
+from tdjax.train.actor_critic import generalization_gap as generalization_gap
+from tdjax.train.actor_critic import ppo_procgen_paper_config as ppo_procgen_paper_config
 from tdjax.train.checkpoint import load_checkpoint as load_checkpoint
 from tdjax.train.checkpoint import save_checkpoint as save_checkpoint
 from tdjax.train.checkpoint import train_with_checkpoints as train_with_checkpoints
@@ -35,4 +44,11 @@ __all__ = [
     "load_checkpoint",
     "probes",
     "replay",
+    "actor_critic",
+    "ActorCriticAgent",
+    "ActorCriticConfig",
+    "ActorCriticMetrics",
+    "daac_procgen_paper_config",
+    "generalization_gap",
+    "ppo_procgen_paper_config",
 ]
