@@ -20,7 +20,8 @@ from pathlib import Path
 from tdjax.report import atomic_write_bytes
 
 # Ordered: the cheap closed-form figures first.
-EXPERIMENTS: list[str] = ["lyle22_fig1", "lyle22_fig9", "lyle22_fig10", "lyle22_fig2", "lyle22_fig3"]
+EXPERIMENTS: list[str] = ["lyle22_fig1", "lyle22_fig9", "lyle22_fig10", "lyle22_fig2", "lyle22_fig3", "lyle22_fig8",
+                           "lyle22_fig12", "lyle22_fig4"]
 
 
 def main(argv=None) -> int:

@@ -19,6 +19,7 @@ from tdjax.train.actor_critic import daac_procgen_paper_config as daac_procgen_p
 from tdjax.train.actor_critic import generalization_gap as generalization_gap
 from tdjax.train.actor_critic import ppo_procgen_paper_config as ppo_procgen_paper_config
 from tdjax.train.checkpoint import load_checkpoint as load_checkpoint
+from tdjax.train.driver import run_host_driven as run_host_driven
 from tdjax.train.checkpoint import save_checkpoint as save_checkpoint
 from tdjax.train.checkpoint import train_with_checkpoints as train_with_checkpoints
 from tdjax.train.value_based import ALGOS as ALGOS
@@ -40,6 +41,7 @@ __all__ = [
     "make_train",
     "mean_return",
     "train_with_checkpoints",
+    "run_host_driven",
     "save_checkpoint",
     "load_checkpoint",
     "probes",

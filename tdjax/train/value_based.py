@@ -611,6 +611,9 @@ def make_agent(config: ValueConfig) -> ValueAgent:
         return RunnerState(learner, actor), metrics
 
     def run_local(state, start, length, axis_name):
+        if length == 1:  # no loop around the iteration: XLA:CPU runs convolutions in loops slowly
+            state, m = iteration(state, jnp.asarray(start, jnp.int32), axis_name)
+            return state, jax.tree.map(lambda x: x[None], m)
         idx = jnp.asarray(start, jnp.int32) + jnp.arange(length, dtype=jnp.int32)
         return jax.lax.scan(lambda s, i: iteration(s, i, axis_name), state, idx)
 

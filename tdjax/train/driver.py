@@ -1,0 +1,68 @@
+"""Host-driven runs: one jitted iteration per call from Python, the same maths as one `lax.scan`.
+
+The training loops are written as `agent.run(state, start, length)`, a `lax.scan` over iterations, so
+a whole run is one XLA program (`make_train(config)(key)`). On GPU that is the fast structure. On
+XLA:CPU, convolutions (and above all their gradients) inside a loop run several times slower than the
+same computation outside one (jax-ml/jax#12868; measured in benchmarks/RESULTS.md), so for CNN agents
+on CPU it is faster to call one iteration at a time from Python: `agent.run(state, i, 1)` contains no
+loop around the iteration (and `ActorCriticConfig.update_unroll=True` removes the loops inside it).
+
+Iteration i draws its random numbers from `fold_in(key, i)`, so a host-driven run computes the same
+iterations as the scanned one (equal up to floating-point differences between the two compiled
+programs; tested).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Tuple
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["run_host_driven"]
+
+
+@functools.lru_cache(maxsize=32)
+def _one_iteration(agent: Any, batched: bool) -> Callable:
+    def one(state, i):
+        if batched:
+            return jax.vmap(lambda s: agent.run(s, i, 1))(state)
+        return agent.run(state, i, 1)
+
+    return jax.jit(one, donate_argnums=0)  # the state (a replay buffer, say) is updated in place
+
+
+def run_host_driven(agent: Any, state: Any, start: int, length: int, *, batched: bool = False,
+                    progress: bool = False) -> Tuple[Any, Any]:
+    """Iterations start .. start+length−1 of `agent` (from `make_agent`), one jitted call each.
+
+    Args:
+      agent: a `ValueAgent` or `ActorCriticAgent`.
+      state: its RunnerState (batched over seeds with a leading axis if `batched`); donated: do not
+        use the array passed in afterwards.
+      start, length: the iterations to run.
+      batched: `state` holds several seeds (vmapped).
+      progress: show a tqdm bar over iterations.
+
+    Returns:
+      (state, metrics stacked [length] or [S, length]), like `agent.run(state, start, length)`.
+    """
+    if length < 1:
+        raise ValueError(f"run_host_driven: length must be >= 1, got {length}.")
+    step = _one_iteration(agent, batched)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=length, unit="it", dynamic_ncols=True)
+    parts = []
+    for i in range(start, start + length):
+        state, m = step(state, jnp.asarray(i, jnp.int32))
+        parts.append(m)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    axis = 1 if batched else 0
+    return state, jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=axis), *parts)
