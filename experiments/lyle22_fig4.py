@@ -222,8 +222,9 @@ def check_claims(cfg: Config, res: dict) -> Claims:
                      f"{order}")
         claims.check(f"{game}: early in training the actors' update ranks are below both critics'",
                      bool(max(r[0], r[2]) < min(r[1], r[3])), order)
-    claims.note(f"Generalisation (mean return, last quarter of training on the {a.num_levels} training levels → test levels; "
-                "for gymnax games: other seeds): "
+    split = (f"the {a.num_levels} training levels → disjoint test levels" if a.env.endswith("-v0")
+             else "training environments → the same game with other seeds (no level split in gymnax games)")
+    claims.note(f"Generalisation (mean return over the last quarter of training, {split}): "
                 + "; ".join(f"{game} {alg} {np.nanmean(res['train_return'][g, k]):.2f} → "
                             f"{np.nanmean(res['test_return'][g, k]):.2f}"
                             for g, game in enumerate(cfg.games) for k, alg in enumerate(ALGOS)))
