@@ -34,8 +34,9 @@ system-deps:
 	    || echo "WARNING: could not install libqt5gui5; ProcGen environments will not load. Fix: sudo apt-get install libqt5gui5"; \
 	else echo "NOTE: libqt5gui5 is missing; ProcGen environments need it. Fix: sudo apt-get install libqt5gui5"; fi
 
+# Two pytest workers on 2 cores: one BLAS thread each (flax's orthogonal init stalls on an oversubscribed OpenBLAS).
 test: $(VENV)/.stamp-core system-deps
-	$(PY) -m pytest -q -n 2 -m "not paper_scale" $(PYTEST_ARGS)
+	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -q -n 2 -m "not paper_scale" $(PYTEST_ARGS)
 
 test-paper: $(VENV)/.stamp-core system-deps
 	$(PY) -m pytest -q -m paper_scale $(PYTEST_ARGS)
