@@ -85,7 +85,7 @@ def paper_config() -> Config:
 
 
 def config(scale: str = "smoke") -> Config:
-    """`smoke`: all three games in a few minutes on 2 CPU cores; `cpu`: 5× longer runs, 3 seeds;
+    """`smoke`: all three games in a few minutes on 2 CPU cores; `cpu`: 2.5× longer runs, 3 seeds (~15 min);
     `paper`: `paper_config()` (Atari, for a GPU)."""
     if scale not in SCALES:
         raise ValueError(f"{NAME}: scale must be one of {SCALES}, got {scale!r}.")
@@ -94,7 +94,7 @@ def config(scale: str = "smoke") -> Config:
     cfg = Config()
     if scale == "cpu":
         cfg = dataclasses.replace(cfg, seeds=3, agent=cfg.agent.replace(
-            total_steps=400_000, buffer_size=50_000, eps_decay_steps=50_000, probe_interval=4_000))
+            total_steps=200_000, buffer_size=50_000, eps_decay_steps=50_000, probe_interval=2_000))
     return cfg
 
 
