@@ -28,18 +28,19 @@ def test_fig4_writes_figure_data_and_claims(fig4_out):
     assert len([c for c in saved["claims"] if c["held"] is not None]) == 2
 
 
-def test_fig4_probes_match_the_loop_run_outside_the_experiment():
+def test_fig4_probes_match_the_loop_run_outside_the_experiment(fig4_out):
     # the experiment's curves are the loop's own probe fields, in CURVES order (independent re-run)
     import jax
     from tdjax.train.actor_critic import make_train
 
+    out, _ = fig4_out
+    rank = np.load(out / "lyle22_fig4.npz")["rank"]
     cfg = lyle22_fig4.tiny()
-    res = lyle22_fig4.run(cfg, show_progress=False)
     keys = jax.random.split(jax.random.key(cfg.seed), cfg.seeds)
     _, m = jax.jit(jax.vmap(make_train(lyle22_fig4._agent_config(cfg, "CartPole-v1", "daac", cfg.seed))))(keys)
     probed = np.asarray(m.probes.probed[0])
-    np.testing.assert_array_equal(res["rank"][0, 3], np.asarray(m.probes.critic_update_rank)[:, probed])
-    np.testing.assert_array_equal(res["rank"][0, 2], np.asarray(m.probes.actor_update_rank)[:, probed])
+    np.testing.assert_array_equal(rank[0, 3], np.asarray(m.probes.critic_update_rank)[:, probed])
+    np.testing.assert_array_equal(rank[0, 2], np.asarray(m.probes.actor_update_rank)[:, probed])
 
 
 def test_fig4_configs():
