@@ -408,39 +408,34 @@ def pong_scan(a, backend: str, network: str = "nature_cnn") -> Dict[str, float]:
 
 def pong_host_driven(a, chunk: int, backend: str = "xla") -> Dict[str, float]:
     """chunk = 1: tdjax's `run_host_driven` (one jitted `agent.run(state, i, 1)` per iteration, state
-    donated); chunk > 1: a jitted `agent.run(state, i, chunk)` (one `lax.scan` of `chunk`) per call.
-    Iteration 0 (a warm-up iteration) runs first, untimed, to compile."""
+    donated; iteration 0, a warm-up iteration, runs first untimed, to compile); chunk > 1: a jitted
+    `agent.run(state, i, chunk)` (one `lax.scan` of `chunk` iterations, state donated) per call."""
+    from tdjax.train import run_host_driven
+
     cfg = pong_config(a, backend)
     agent = make_agent(cfg)
-    n_iter = agent.num_iterations - (agent.num_iterations - 1) % chunk
     state = jax.block_until_ready(jax.jit(agent.init)(jax.random.key(0)))
     state = jax.tree.map(jnp.copy, state)  # params and target_params must not share buffers (donation)
-    assert agent.warmup_iterations >= 1
     t0 = time.perf_counter()
     if chunk == 1:
-        from tdjax.train import run_host_driven
+        assert agent.warmup_iterations >= 1
+        state, _ = jax.block_until_ready(run_host_driven(agent, state, 0, 1))
+        first, n_iter = 1, agent.num_iterations
 
         def step(state, i):
             return run_host_driven(agent, state, i, 1)
     else:
-        run = jax.jit(agent.run, static_argnums=2, donate_argnums=0)
-
-        def step(state, i):
-            return run(state, i, chunk)
-
-    state, _ = jax.block_until_ready(run_host_driven(agent, state, 0, 1) if chunk == 1
-                                     else jax.jit(agent.run, static_argnums=2, donate_argnums=0)(state, 0, 1))
-    if chunk > 1:
-        jax.block_until_ready(run.lower(state, 1, chunk).compile())
+        first, n_iter = 0, agent.num_iterations - agent.num_iterations % chunk
+        step = jax.jit(agent.run, static_argnums=2, donate_argnums=0).lower(state, 0, chunk).compile()
     c = time.perf_counter() - t0
     learned = []
     t0 = time.perf_counter()
-    for i in range(1, n_iter, chunk):
+    for i in range(first, n_iter, chunk):
         state, m = step(state, i)
         learned.append(m.learned)
     jax.block_until_ready(state)
     t = time.perf_counter() - t0
-    steps = (n_iter - 1) * cfg.num_envs
+    steps = (n_iter - first) * cfg.num_envs
     return {"sps": steps / t, "run_s": t, "compile_s": c, "steps": steps,
             "updates": int(np.asarray(jnp.concatenate(learned)).sum())}
 
