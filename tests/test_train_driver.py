@@ -45,3 +45,58 @@ def test_host_driven_rejects_empty_run():
     agent = value_based.make_agent(ValueConfig(total_steps=400, learning_starts=64, batch_size=16, buffer_size=200))
     with pytest.raises(ValueError, match="length"):
         run_host_driven(agent, None, 0, 0)
+
+
+def _subjaxprs(eqn):
+    for v in eqn.params.values():
+        for x in (v if isinstance(v, (tuple, list)) else (v,)):
+            j = getattr(x, "jaxpr", x)  # ClosedJaxpr -> Jaxpr
+            if hasattr(j, "eqns"):
+                yield j
+
+
+def _count(jaxpr, name, inside_cond=False):
+    """Number of `name` equations in `jaxpr` (recursively); with inside_cond, only those in cond branches."""
+    n = 0
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == name and not inside_cond:
+            n += 1
+        for sub in _subjaxprs(eqn):
+            if inside_cond and eqn.primitive.name == "cond":
+                n += _count(sub, name, inside_cond=False)
+            else:
+                n += _count(sub, name, inside_cond)
+    return n
+
+
+def test_value_loop_static_phase_takes_the_update_out_of_the_cond():
+    cfg = ValueConfig(env="CartPole-v1", total_steps=400, learning_starts=64, batch_size=16, buffer_size=200,
+                      target_update_interval=10, probe_interval=20, probe_k=4, probe_sign_steps=8)
+    agent = value_based.make_agent(cfg)
+    w = agent.warmup_iterations
+    assert agent.phase(w - 1) == (False, False)
+    assert agent.phase(w) == (True, False)
+    assert agent.phase(w + 19) == (True, True) and agent.phase(w + 20) == (True, False)
+    s0 = jax.eval_shape(agent.init, jax.random.key(0))
+    traced = jax.make_jaxpr(lambda s, i: agent.run(s, i, 1))(s0, w).jaxpr
+    static = jax.make_jaxpr(lambda s, i: agent.run(s, i, 1, phase=(True, False)))(s0, w).jaxpr
+    probing = jax.make_jaxpr(lambda s, i: agent.run(s, i, 1, phase=(True, True)))(s0, w).jaxpr
+    # traced: the update's matmuls (forward and backward) and the probe's sit inside conds
+    assert _count(traced, "dot_general", inside_cond=True) > 0
+    # static: no matmul inside any cond (only the target copy stays a cond), and the update is there
+    assert _count(static, "dot_general", inside_cond=True) == 0
+    assert _count(probing, "dot_general", inside_cond=True) == 0
+    # the same work, moved out of the conds: update + probe as traced; without the probe, less
+    assert _count(probing, "dot_general") == _count(traced, "dot_general")
+    assert _count(static, "dot_general") < _count(probing, "dot_general")
+    warm = jax.make_jaxpr(lambda s, i: agent.run(s, i, 1, phase=(False, False)))(s0, 0).jaxpr
+    assert _count(warm, "dot_general") < _count(static, "dot_general")  # no update in warm-up
+
+
+def test_value_loop_static_phase_is_checked():
+    agent = value_based.make_agent(ValueConfig(total_steps=400, learning_starts=64, batch_size=16, buffer_size=200))
+    s0 = jax.eval_shape(agent.init, jax.random.key(0))
+    with pytest.raises(ValueError, match="one iteration"):
+        jax.eval_shape(lambda s: agent.run(s, 0, 2, phase=(True, False)), s0)
+    with pytest.raises(ValueError, match="pair of bools"):
+        jax.eval_shape(lambda s: agent.run(s, 0, 1, phase=True), s0)

@@ -6,6 +6,10 @@ XLA:CPU, convolutions (and above all their gradients) inside a loop run several 
 same computation outside one (jax-ml/jax#12868; measured in benchmarks/RESULTS.md), so for CNN agents
 on CPU it is faster to call one iteration at a time from Python: `agent.run(state, i, 1)` contains no
 loop around the iteration (and `ActorCriticConfig.update_unroll=True` removes the loops inside it).
+An agent with a `phase(i)` method (the value loop: whether iteration i updates and probes) gets that
+static phase too, so its update does not sit under a `lax.cond` either: a taken `lax.cond` costs a
+convolution gradient on XLA:CPU as much as a loop does. One program is compiled per phase met (the
+value loop: warm-up, update, update + probe).
 
 Iteration i draws its random numbers from `fold_in(key, i)`, so a host-driven run computes the same
 iterations as the scanned one (equal up to floating-point differences between the two compiled
@@ -24,11 +28,13 @@ __all__ = ["run_host_driven"]
 
 
 @functools.lru_cache(maxsize=32)
-def _one_iteration(agent: Any, batched: bool) -> Callable:
+def _one_iteration(agent: Any, batched: bool, phase: Any = None) -> Callable:
+    kw = {} if phase is None else {"phase": phase}
+
     def one(state, i):
         if batched:
-            return jax.vmap(lambda s: agent.run(s, i, 1))(state)
-        return agent.run(state, i, 1)
+            return jax.vmap(lambda s: agent.run(s, i, 1, **kw))(state)
+        return agent.run(state, i, 1, **kw)
 
     return jax.jit(one, donate_argnums=0)  # the state (a replay buffer, say) is updated in place
 
@@ -50,7 +56,7 @@ def run_host_driven(agent: Any, state: Any, start: int, length: int, *, batched:
     """
     if length < 1:
         raise ValueError(f"run_host_driven: length must be >= 1, got {length}.")
-    step = _one_iteration(agent, batched)
+    phase = getattr(agent, "phase", None)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -58,6 +64,7 @@ def run_host_driven(agent: Any, state: Any, start: int, length: int, *, batched:
         bar = tqdm(total=length, unit="it", dynamic_ncols=True)
     parts = []
     for i in range(start, start + length):
+        step = _one_iteration(agent, batched, None if phase is None else phase(i))
         state, m = step(state, jnp.asarray(i, jnp.int32))
         parts.append(m)
         if bar is not None:

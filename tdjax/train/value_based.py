@@ -373,6 +373,17 @@ def _network(c: ValueConfig, env: Any, head: nn.Module) -> ValueNetwork:
     return net
 
 
+def _check_phase(phase: Any, length: int) -> None:
+    if phase is None:
+        return
+    if length != 1:
+        raise ValueError(f"ValueAgent.run: a static phase applies to one iteration; got length={length}. "
+                         "Pass phase=None for a scan over several iterations.")
+    if not (isinstance(phase, tuple) and len(phase) == 2 and all(isinstance(p, bool) for p in phase)):
+        raise ValueError(f"ValueAgent.run: phase must be agent.phase(i), a (learning, probed) pair of bools; "
+                         f"got {phase!r}.")
+
+
 def _typed_key(key: jax.Array) -> jax.Array:
     key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
@@ -388,8 +399,15 @@ class ValueAgent:
       config, env, network, head, algo, optimizer: what the agent is built from.
       num_iterations, warmup_iterations: see the module docstring.
       init: `init(key) -> RunnerState`.
-      run: `run(state, start, length) -> (state, ValueMetrics stacked [length])`: iterations
-        start .. start+length−1 (`length` static; `start` may be traced but must not be batched).
+      run: `run(state, start, length, phase=None) -> (state, ValueMetrics stacked [length])`:
+        iterations start .. start+length−1 (`length` static; `start` may be traced but must not be
+        batched). `phase`, only with `length == 1`: the static `phase(start)`, which replaces the
+        `lax.cond`s around the update and the probes by plain Python branches (see `phase`).
+      phase: `phase(i) -> (learning, probed)`, Python bools for iteration i (an int): whether it
+        makes a gradient update (i ≥ warmup_iterations) and whether it probes. `run_host_driven`
+        passes it, so a host-driven iteration has no conditional around its update: XLA:CPU runs a
+        convolution gradient inside a taken `lax.cond` ~10× slower than at top level
+        (benchmarks/RESULTS.md, table D′). The maths is the same as the traced conditions'.
       example_loss: `example_loss(params, target_params, transition) -> scalar`, ONE transition.
       learner_update: `learner_update(learner, batch, axis_name=None) -> (learner, loss)`: one
         gradient step on the mean loss of `batch`; with `axis_name`, gradients and loss are
@@ -412,7 +430,8 @@ class ValueAgent:
     num_iterations: int
     warmup_iterations: int
     init: Callable[[jax.Array], RunnerState]
-    run: Callable[[RunnerState, Any, int], Tuple[RunnerState, ValueMetrics]]
+    run: Callable[..., Tuple[RunnerState, ValueMetrics]]
+    phase: Callable[[int], Tuple[bool, bool]]
     example_loss: Callable[[Any, Any, replay_lib.Transition], jax.Array]
     learner_update: Callable[..., Tuple[LearnerState, jax.Array]]
     output_fn: Callable[[Any, Any], jax.Array]
@@ -568,7 +587,15 @@ def make_agent(config: ValueConfig) -> ValueAgent:
             td_errors=td_errors(learner, seg), done=seg.done | ~seg.valid,
         )
 
-    def iteration(state: RunnerState, i, axis_name):
+    def phase(i: int) -> Tuple[bool, bool]:
+        i = int(i)
+        learning = i >= warmup
+        probed = learning and c.probe_interval > 0 and (i - warmup + 1) % c.probe_interval == 0
+        return learning, probed
+
+    def iteration(state: RunnerState, i, axis_name, static_phase: Optional[Tuple[bool, bool]] = None):
+        """One iteration. `static_phase` (from `phase(i)` for a concrete i) turns the update's and the
+        probe's `lax.cond`s into Python branches; None keeps them traced (inside a scan)."""
         learner, actor = state
         k_act, k_env, k_sample, k_probe = jax.random.split(jax.random.fold_in(actor.key, i), 4)
         actor, ret_sum, ret_count, eps = act_and_store(learner.params, actor, i, k_act, k_env)
@@ -583,7 +610,14 @@ def make_agent(config: ValueConfig) -> ValueAgent:
             learner, loss = learner_update(learner, batch, axis_name)
             return learner, loss.astype(jnp.float32), q_mean.astype(jnp.float32)
 
-        learner, loss, q_mean = jax.lax.cond(learning, learn, lambda l: (l, nan, nan), learner)
+        def skip(learner):
+            return learner, nan, nan
+
+        if static_phase is None:
+            learner, loss, q_mean = jax.lax.cond(learning, learn, skip, learner)
+        else:
+            learning = jnp.asarray(static_phase[0])
+            learner, loss, q_mean = (learn if static_phase[0] else skip)(learner)
         updates_done = i - warmup + 1
         refresh = learning & (updates_done % c.target_update_interval == 0)
         learner = jax.lax.cond(refresh, lambda l: l._replace(target_params=l.params), lambda l: l, learner)
@@ -596,8 +630,11 @@ def make_agent(config: ValueConfig) -> ValueAgent:
                 # each device probes its own replay shard; report the mean over devices
                 return probes_lib.ProbeMetrics(m.probed, *jax.lax.pmean(tuple(m[1:]), axis_name))
 
-            probed = learning & (updates_done % c.probe_interval == 0)
-            probe_metrics = jax.lax.cond(probed, do_probe, probes_lib.empty_probe_metrics)
+            if static_phase is None:
+                probed = learning & (updates_done % c.probe_interval == 0)
+                probe_metrics = jax.lax.cond(probed, do_probe, probes_lib.empty_probe_metrics)
+            else:
+                probe_metrics = do_probe() if static_phase[1] else probes_lib.empty_probe_metrics()
         else:
             probe_metrics = probes_lib.empty_probe_metrics()
 
@@ -610,9 +647,9 @@ def make_agent(config: ValueConfig) -> ValueAgent:
         )
         return RunnerState(learner, actor), metrics
 
-    def run_local(state, start, length, axis_name):
+    def run_local(state, start, length, axis_name, static_phase=None):
         if length == 1:  # no loop around the iteration: XLA:CPU runs convolutions in loops slowly
-            state, m = iteration(state, jnp.asarray(start, jnp.int32), axis_name)
+            state, m = iteration(state, jnp.asarray(start, jnp.int32), axis_name, static_phase)
             return state, jax.tree.map(lambda x: x[None], m)
         idx = jnp.asarray(start, jnp.int32) + jnp.arange(length, dtype=jnp.int32)
         return jax.lax.scan(lambda s, i: iteration(s, i, axis_name), state, idx)
@@ -622,8 +659,9 @@ def make_agent(config: ValueConfig) -> ValueAgent:
         def init(key):
             return init_local(key, None)
 
-        def run(state, start, length):
-            return run_local(state, start, length, None)
+        def run(state, start, length, phase=None):
+            _check_phase(phase, length)
+            return run_local(state, start, length, None, phase)
     else:
         mesh = jax.make_mesh((d,), (AXIS,), axis_types=(jax.sharding.AxisType.Auto,))
         spec = RunnerState(learner=P(), actor=P(AXIS))
@@ -638,9 +676,11 @@ def make_agent(config: ValueConfig) -> ValueAgent:
             return jax.shard_map(lambda k: add_axis(init_local(k, AXIS)), mesh=mesh, in_specs=P(),
                                  out_specs=spec)(_typed_key(key))
 
-        def run(state, start, length):
+        def run(state, start, length, phase=None):
+            _check_phase(phase, length)
+
             def body(s, st):
-                s, m = run_local(drop_axis(s), st, length, AXIS)
+                s, m = run_local(drop_axis(s), st, length, AXIS, phase)
                 return add_axis(s), m
 
             return jax.shard_map(body, mesh=mesh, in_specs=(spec, P()), out_specs=(spec, P()))(
@@ -656,7 +696,7 @@ def make_agent(config: ValueConfig) -> ValueAgent:
 
     return ValueAgent(
         config=c, env=env, network=network, head=head, algo=algo, optimizer=optimizer,
-        num_iterations=num_iterations, warmup_iterations=warmup, init=init, run=run,
+        num_iterations=num_iterations, warmup_iterations=warmup, init=init, run=run, phase=phase,
         example_loss=example_loss, learner_update=learner_update, output_fn=output_fn,
         q_values=q_values, features=features, probe_settings=probe_settings,
         steps_per_iteration=steps_per_iter, reattach_env=reattach_env,
