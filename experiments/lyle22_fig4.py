@@ -110,7 +110,7 @@ def config(scale: str = "smoke") -> Config:
         cfg = dataclasses.replace(cfg, games=("bigfish", "heist", "miner"), seeds=2, agent=cfg.agent.replace(
             num_levels=10, start_level=0, network="impala_cnn", num_envs=8, num_steps=32, total_steps=4_096,
             gamma=0.999, num_minibatches=4, probe_interval=2, probe_k=32, eval_interval=4, eval_num_envs=8,
-            eval_steps=32, update_unroll=True))
+            eval_steps=32, update_unroll=True, probe_fresh=False))  # fresh-network probes: not in the figure
     if scale == "paper":
         cfg = dataclasses.replace(cfg, games=PAPER_GAMES, seeds=4, paper=True)
     return cfg

@@ -98,5 +98,5 @@ def test_value_loop_static_phase_is_checked():
     s0 = jax.eval_shape(agent.init, jax.random.key(0))
     with pytest.raises(ValueError, match="one iteration"):
         jax.eval_shape(lambda s: agent.run(s, 0, 2, phase=(True, False)), s0)
-    with pytest.raises(ValueError, match="pair of bools"):
+    with pytest.raises(ValueError, match="tuple of 2 bools"):
         jax.eval_shape(lambda s: agent.run(s, 0, 1, phase=True), s0)

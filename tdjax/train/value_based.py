@@ -62,7 +62,7 @@ from tdjax._src.outputs import scalar_output_fn
 from tdjax.networks.heads import TORSOS, C51Head, QHead, QRHead, ValueNetwork
 from tdjax.train import probes as probes_lib
 from tdjax.train import replay as replay_lib
-from tdjax.train.validation import check_choice, check_types, require
+from tdjax.train.validation import check_choice, check_static_phase, check_types, require
 
 __all__ = [
     "ValueConfig",
@@ -373,17 +373,6 @@ def _network(c: ValueConfig, env: Any, head: nn.Module) -> ValueNetwork:
     return net
 
 
-def _check_phase(phase: Any, length: int) -> None:
-    if phase is None:
-        return
-    if length != 1:
-        raise ValueError(f"ValueAgent.run: a static phase applies to one iteration; got length={length}. "
-                         "Pass phase=None for a scan over several iterations.")
-    if not (isinstance(phase, tuple) and len(phase) == 2 and all(isinstance(p, bool) for p in phase)):
-        raise ValueError(f"ValueAgent.run: phase must be agent.phase(i), a (learning, probed) pair of bools; "
-                         f"got {phase!r}.")
-
-
 def _typed_key(key: jax.Array) -> jax.Array:
     key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
@@ -660,7 +649,7 @@ def make_agent(config: ValueConfig) -> ValueAgent:
             return init_local(key, None)
 
         def run(state, start, length, phase=None):
-            _check_phase(phase, length)
+            check_static_phase(phase, length, 2, "ValueAgent")
             return run_local(state, start, length, None, phase)
     else:
         mesh = jax.make_mesh((d,), (AXIS,), axis_types=(jax.sharding.AxisType.Auto,))
@@ -677,7 +666,7 @@ def make_agent(config: ValueConfig) -> ValueAgent:
                                  out_specs=spec)(_typed_key(key))
 
         def run(state, start, length, phase=None):
-            _check_phase(phase, length)
+            check_static_phase(phase, length, 2, "ValueAgent")
 
             def body(s, st):
                 s, m = run_local(drop_axis(s), st, length, AXIS, phase)
