@@ -14,7 +14,8 @@ fastest). Baselines of every table are measured in the same run. Tables (markdow
      run with dense probes (`--probe-dense-interval`), which is less noisy.
   C. Atari Pong-v5 through envpool (Nature CNN): one `lax.scan` over the run with envpool's XLA
      custom call and with the host callback backend, and host-driven loops (`tdjax.train.run_host_driven`,
-     one iteration per call, and a jitted `agent.run(state, i, K)` per chunk of K iterations); the environment alone (envpool's own
+     one iteration per call with its static phase, so no `lax.cond` around the update; and a jitted
+     `agent.run(state, i, K)` per chunk of K iterations); the environment alone (envpool's own
      host API with random actions, and tdjax's VecEnv inside a jitted scan) as the ceiling.
      A host-driven loop with the update outside any control flow (built from the agent's pieces, not
      a tdjax API) and the Nature CNN written as im2col matmuls (a candidate change, not in tdjax)
