@@ -1,7 +1,7 @@
 """benchmarks/bench_actor_critic_steps.py (tdjax's PPO vs the CleanRL-style baseline) still runs: its
 `--quick` path on tiny settings prints a table with the four rows per game and finite numbers. No
 timing assertions. Each game compiles four PPO programs with CNN gradients, which dominates the cost
-(Pong ≈ 30-40 s on 2 idle cores; the IMPALA programs of Bigfish take longer, so that test is `slow`).
+(Pong ≈ 30-40 s on 2 idle cores; the IMPALA programs of Bigfish take longer, so that test runs only with `make test-paper`).
 """
 
 import importlib
@@ -67,7 +67,9 @@ def test_quick_pong_table(capsys):
     assert out["games"]["pong"]["game"]["num_envs"] == 2  # the tiny settings
 
 
-@pytest.mark.slow
+# ~2 minutes of IMPALA compilations; the same code path as Pong, and the Bigfish pieces are tested
+# elsewhere (test_cleanrl_style_baseline, test_train_actor_critic): run with `make test-paper`.
+@pytest.mark.paper_scale
 def test_quick_bigfish_table(capsys):
     bench = _load()
     out = bench.main(["--quick", "--games", "bigfish"])
