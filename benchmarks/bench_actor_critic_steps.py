@@ -16,7 +16,7 @@ run, interleaved:
                                                                                                  the param init)
   tdjax, host-driven + unroll    `run_host_driven(make_agent(cfg.replace(update_unroll=True)),  iterations 2..N
                                  ...)`: one jitted iteration per Python call, epoch × minibatch
-                                 scans unrolled (tdjax's CPU structure)
+                                 steps as straight-line code (tdjax's CPU structure)
   CleanRL-style, faithful        rollout scan + update with epoch and minibatch `lax.scan`s     iterations 1..N, as
                                                                                                  the scanned row
   CleanRL-style, --update-unroll the same with those two scans unrolled (not what CleanRL does)  iterations 2..N
@@ -60,9 +60,10 @@ scan, the rollout and update scans remain). Their steps/s are then comparable on
 scanned rows are timed over all their iterations (the tdjax row is one call). `--skip-scan` drops
 them; `--rows` picks rows. On a GPU the scanned structure is the right one and none of this applies.
 
-Unrolling needs at least 2 epochs and 2 minibatches: see UNROLL_NOTE (a JAX corner case that makes
-`update_unroll=True` / `--update-unroll` a no-op, ~17× slower IMPALA updates, with one of either);
-the script warns when a game's settings hit it.
+The baseline's unrolling needs at least 2 epochs and 2 minibatches: see UNROLL_NOTE (a JAX corner
+case that makes `--update-unroll` a no-op, ~17× slower IMPALA updates, with one of either; tdjax's
+`update_unroll=True` is a Python loop over the steps and is not affected); the script warns when a
+game's settings hit it.
 
 Usage (run under `nice`, with OPENBLAS_NUM_THREADS=1 — flax's orthogonal init runs LAPACK QR, which
 a multi-threaded OpenBLAS stalls on a loaded machine; set here if the caller has not):
@@ -108,8 +109,9 @@ UNROLL_NOTE = (
     "lax.scan(..., unroll=True) over ONE element is not unrolled: jax turns unroll=True into unroll=length=1, "
     "the rolled lowering, and XLA:CPU then runs the convolution gradient in it as slowly as inside a loop "
     "(~17x for one IMPALA gradient step at batch 16 on the project's 2-core machine) although the optimised "
-    "HLO has no while loop left. So tdjax's update_unroll=True and the baseline's --update-unroll do not "
-    "help when epochs == 1 or minibatches == 1 (unroll=length+1 would).")
+    "HLO has no while loop left. So the baseline's --update-unroll does not help when epochs == 1 or "
+    "minibatches == 1 (unroll=length+1 would). tdjax's update_unroll=True writes the steps as a Python loop "
+    "and is not affected; the sizes keep >= 2 of each so that both rows compare like with like.")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -176,7 +176,8 @@ class ActorCriticConfig:
     # checkpointing (train_with_checkpoints)
     checkpoint_interval: int = 100  # iterations per jitted chunk / checkpoint
     num_devices: int = 1
-    # Loop structure, not maths: unroll the epoch × minibatch scans. XLA:CPU runs convolution gradients
+    # Loop structure, not maths: the epoch × minibatch steps as straight-line code (a Python loop with an
+    # optimization barrier between steps) instead of two scans. XLA:CPU runs convolution gradients
     # inside loops several times slower than outside (jax-ml/jax#12868), so on CPU a CNN agent is faster
     # with `update_unroll=True` driven one iteration per call (`tdjax.train.run_host_driven`); on GPU
     # keep the default (shorter compilation, the whole run in one scan).
@@ -719,7 +720,6 @@ def make_agent(config: ActorCriticConfig) -> ActorCriticAgent:
         return value_objective(p, ex)[0]
 
     # ---- one phase: epochs × minibatches of optimizer steps on one network --------------------------
-    unroll = True if c.update_unroll else 1
     def phase(params, opt_state, objective, epochs, batch: Batch, key, axis_name):
         t_mb = c.num_steps // num_mb
 
@@ -748,10 +748,23 @@ def make_agent(config: ActorCriticConfig) -> ActorCriticAgent:
 
         def epoch(carry, e):
             perm = jax.random.permutation(jax.random.fold_in(key, e), c.num_steps)
-            return jax.lax.scan(minibatch_step, carry, perm.reshape(num_mb, t_mb), unroll=unroll)
+            return jax.lax.scan(minibatch_step, carry, perm.reshape(num_mb, t_mb))
 
-        (params, opt_state), (loss, aux) = jax.lax.scan(epoch, (params, opt_state), jnp.arange(epochs),
-                                                        unroll=unroll)
+        if c.update_unroll:
+            # Straight-line code, one optimizer step after another. The optimization barrier after each
+            # step keeps XLA from interleaving the steps' buffers (with 36 unrolled IMPALA steps, as in
+            # DAAC's critic phase, the flat program otherwise held ~11 GB and ran ~3× slower per step).
+            carry, outs = (params, opt_state), []
+            for e in range(epochs):
+                perm = jax.random.permutation(jax.random.fold_in(key, e), c.num_steps).reshape(num_mb, t_mb)
+                for b in range(num_mb):
+                    carry, out = minibatch_step(carry, perm[b])
+                    carry, out = jax.lax.optimization_barrier((carry, out))
+                    outs.append(out)
+            (params, opt_state) = carry
+            loss, aux = jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+        else:
+            (params, opt_state), (loss, aux) = jax.lax.scan(epoch, (params, opt_state), jnp.arange(epochs))
         return params, opt_state, jnp.mean(loss), jax.tree.map(jnp.mean, aux)
 
     def learner_update(learner: LearnerState, batch: Batch, i, axis_name: Optional[str] = None):
