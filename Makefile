@@ -45,7 +45,8 @@ reproduce: $(VENV)/.stamp-bench system-deps
 	$(PY) -m experiments.run_all --out $(OUT)
 	$(MAKE) bench
 
-# The full CPU scale of the training figures (each under ~15 min on 2 cores), without the benchmarks.
+# The full CPU scale of the training figures (Fig. 3, 8, 12 each under ~15 min on 2 cores; Fig. 4 ~50 min),
+# without the benchmarks.
 reproduce-cpu: $(VENV)/.stamp-core system-deps
 	$(PY) -m experiments.run_all --scale cpu --out $(OUT)/cpu
 

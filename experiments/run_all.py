@@ -1,8 +1,9 @@
 """Runs every figure reproduction in turn: `python -m experiments.run_all --out outputs [--scale smoke|cpu|paper]`.
 
 `--scale` goes to the training experiments (those with a `SCALES` attribute: smoke, the default and
-`make reproduce`'s choice, shows the trend in minutes; cpu is `make reproduce-cpu`, each figure under
-~15 min on 2 cores; paper is meant for a GPU). The closed-form figures have one setting and ignore it.
+`make reproduce`'s choice, shows the trend in minutes; cpu is `make reproduce-cpu`, Fig. 3, 8 and 12
+each under ~15 min on 2 cores and Fig. 4 (three ProcGen games, IMPALA CNN) ~50 min; paper is meant
+for a GPU). The closed-form figures have one setting and ignore it.
 
 Each experiment writes its PNG, raw data and claims.md under OUT/<experiment name>/; a summary of
 which claims held is written to OUT/SUMMARY.md.
