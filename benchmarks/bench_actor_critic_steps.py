@@ -72,6 +72,7 @@ a multi-threaded OpenBLAS stalls on a loaded machine; set here if the caller has
   python benchmarks/bench_actor_critic_steps.py --quick --games pong    # < 1 minute
   python benchmarks/bench_actor_critic_steps.py --skip-scan --games pong
   python benchmarks/bench_actor_critic_steps.py --skip-scan --repeats 3    # host-driven rows 3× interleaved, best kept
+  python benchmarks/bench_actor_critic_steps.py --skip-scan --repeats 3 --isolate   # each row in its own process
   python benchmarks/bench_actor_critic_steps.py --games bigfish --rows tdjax-scan cleanrl-scan
 `make bench` runs it in the default mode with the allocator settings of the Makefile.
 """
@@ -85,8 +86,11 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads (see th
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import gc  # noqa: E402
+import json  # noqa: E402
 import platform  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 from typing import Any, Dict, List, Optional, Sequence  # noqa: E402
 
@@ -98,6 +102,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/ is
 import cleanrl_style_ppo_envpool as baseline  # noqa: E402
 
 from tdjax.train import actor_critic as ac  # noqa: E402
+from tdjax.report import atomic_write_bytes  # noqa: E402
 from tdjax.train import run_host_driven  # noqa: E402
 
 GAMES = ("pong", "bigfish")
@@ -305,6 +310,27 @@ def print_game(g: Game, rows: List[Dict[str, Any]], best: Dict[str, Any]) -> Non
     print(flush=True)
 
 
+def _isolated_row(a, argv: Optional[Sequence[str]], game: str, key: str) -> Dict[str, Any]:
+    """One row measured in a child process (this script with --games GAME --rows KEY)."""
+    base = list(sys.argv[1:] if argv is None else argv)
+    drop = {"--games", "--rows", "--repeats", "--isolate"}
+    kept, skip = [], False
+    for tok in base:  # strip the options the child gets anew
+        if tok.startswith("--"):
+            skip = tok in drop
+            if skip:
+                continue
+        elif skip:
+            continue
+        kept.append(tok)
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "row.json")
+        cmd = [sys.executable, os.path.abspath(__file__), *kept, "--games", game, "--rows", key, "--row-json", out]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        with open(out) as f:
+            return json.load(f)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes (2 envs × 16 or 8 steps, 2 minibatches × 2 epochs), < 1 minute on 2 idle cores")
@@ -320,6 +346,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     p.add_argument("--repeats", type=int, default=1,
                    help="runs of each host-driven / unrolled row, interleaved across rows; the fastest is kept "
                         "(the table's 'runs' column lists all)")
+    p.add_argument("--isolate", action="store_true",
+                   help="run every row in a fresh Python process (rows run one after another in one process "
+                        "slow each other down: envpool instances and XLA state left by earlier rows)")
+    p.add_argument("--row-json", default=None, help=argparse.SUPPRESS)  # internal: --isolate's child writes its row here
     p.add_argument("--seed", type=int, default=1)
     a = p.parse_args(argv)
     if a.iters is not None and a.iters < 2:
@@ -362,8 +392,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                 if rep > 0 and key.endswith("-scan"):  # minutes each on CPU: measured once
                     continue
                 t0 = time.perf_counter()
-                r = fn()
+                r = _isolated_row(a, argv, name, key) if a.isolate else fn()
                 r["row_s"] = time.perf_counter() - t0
+                if a.row_json:
+                    atomic_write_bytes(a.row_json, json.dumps(r, default=float).encode())
+                    return {}
                 print(f"  {r['row']}: {fmt(r['steps_per_s'])} env steps/s (compile {fmt(r['compile_s'])} s, "
                       f"row {r['row_s']:.0f} s, load {os.getloadavg()[0]:.1f})", flush=True)
                 prev = best_of.get(r["row"])

@@ -86,3 +86,13 @@ def test_settings_match_the_baseline():
             for epochs in (g.num_epochs, g.scan_epochs):
                 bench.check_settings(g, bench.tdjax_config(g, epochs, g.iters, 1), epochs)
             assert g.num_epochs >= 2 and g.num_minibatches >= 2  # unroll=True over one element does not unroll
+
+
+def test_isolated_row_runs_in_a_child_process(capsys):
+    """--isolate: the row is measured by a child process of the script and comes back as JSON."""
+    bench = _load()
+    out = bench.main(["--quick", "--games", "pong", "--skip-scan", "--rows", "tdjax-host", "--isolate"])
+    rows = out["games"]["pong"]["rows"]
+    assert [r["row"] for r in rows] == [bench.ROWS[1]]
+    assert rows[0]["finite"] and rows[0]["steps_per_s"] > 0 and rows[0]["epochs"] == 2
+    assert bench.ROWS[1] in capsys.readouterr().out
