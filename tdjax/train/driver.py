@@ -62,10 +62,16 @@ def run_host_driven(agent: Any, state: Any, start: int, length: int, *, batched:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=length, unit="it", dynamic_ncols=True)
+    # On XLA:CPU, wait for each iteration before dispatching the next: with asynchronous dispatch the
+    # queued next program contends with the running one (measured: PPO on BigfishEasy with the IMPALA
+    # CNN, 10.2 s per iteration unsynchronised against 5.8 s synchronised).
+    sync = jax.default_backend() == "cpu"
     parts = []
     for i in range(start, start + length):
         step = _one_iteration(agent, batched, None if phase is None else phase(i))
         state, m = step(state, jnp.asarray(i, jnp.int32))
+        if sync:
+            state = jax.block_until_ready(state)
         parts.append(m)
         if bar is not None:
             bar.update(1)
