@@ -27,9 +27,11 @@ from tdjax.train.value_based import RunnerState as RunnerState
 from tdjax.train.value_based import ValueAgent as ValueAgent
 from tdjax.train.value_based import ValueConfig as ValueConfig
 from tdjax.train.value_based import ValueMetrics as ValueMetrics
-from tdjax.train.value_based import make_agent as make_agent
-from tdjax.train.value_based import make_train as make_train
+from tdjax.train.core import make_agent as make_agent
+from tdjax.train.core import make_train as make_train
 from tdjax.train.value_based import mean_return as mean_return
+from tdjax.train import core as core
+from tdjax.train.core import family_of as family_of
 
 __all__ = [
     "ALGOS",
@@ -45,6 +47,8 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "probes",
+    "core",
+    "family_of",
     "replay",
     "actor_critic",
     "ActorCriticAgent",

@@ -66,7 +66,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, ClassVar, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -81,6 +81,7 @@ from tdjax._src.returns import generalized_advantage_estimation
 from tdjax._src.update_matrix import policy_update_matrix, srank, update_matrix, update_rank
 from tdjax.networks.actor_critic import Actor, Critic, SharedActorCritic
 from tdjax.networks.heads import TORSOS
+from tdjax.train import core
 from tdjax.train.validation import check_choice, check_types, require
 from tdjax.train.value_based import auto_network
 
@@ -183,7 +184,6 @@ class ActorCriticConfig:
     # keep the default (shorter compilation, the whole run in one scan).
     update_unroll: bool = False
 
-    family: ClassVar[str] = "tdjax.train.actor_critic"  # the module whose make_agent builds this config
 
     def replace(self, **changes: Any) -> "ActorCriticConfig":
         """A copy with `changes` applied (the config itself is never mutated)."""
@@ -1183,3 +1183,6 @@ def generalization_gap(metrics: ActorCriticMetrics, last: Optional[int] = None, 
     iterations (`discounted=False`: undiscounted returns, as ProcGen results are usually reported)."""
     return (mean_return(metrics, last, discounted=discounted)
             - mean_return(metrics, last, test=True, discounted=discounted))
+
+
+core.register_family(ActorCriticConfig, core.Family("actor_critic", make_agent, summarise, mean_return))

@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
-import importlib
 import io
 import json
 from pathlib import Path
@@ -106,15 +105,10 @@ def _read_rows(path: Path, upto: int) -> list:
 
 
 def _family(config: Any) -> Any:
-    """The training-loop module of `config` (its `family` class attribute): it provides
-    `make_agent(config)` and `summarise(metrics)`."""
-    name = getattr(type(config), "family", None)
-    if not isinstance(name, str) or not dataclasses.is_dataclass(config):
-        raise ValueError(
-            f"train_with_checkpoints: expected a training config (tdjax.train.ValueConfig or "
-            f"tdjax.train.ActorCriticConfig), got {type(config).__name__}."
-        )
-    return importlib.import_module(name)
+    """The loop family of `config`: it provides `make_agent(config)` and `summarise(metrics)`."""
+    from tdjax.train.core import family_of
+
+    return family_of(config)
 
 
 @functools.lru_cache(maxsize=8)

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, ClassVar, NamedTuple, Optional, Tuple
+from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -60,6 +60,7 @@ from tdjax._src.losses import (
 )
 from tdjax._src.outputs import scalar_output_fn
 from tdjax.networks.heads import TORSOS, C51Head, QHead, QRHead, ValueNetwork
+from tdjax.train import core
 from tdjax.train import probes as probes_lib
 from tdjax.train import replay as replay_lib
 from tdjax.train.validation import check_choice, check_static_phase, check_types, require
@@ -143,7 +144,6 @@ class ValueConfig:
     checkpoint_interval: int = 1_000  # iterations per jitted chunk / checkpoint
     num_devices: int = 1
 
-    family: ClassVar[str] = "tdjax.train.value_based"  # the module whose make_agent builds this config
 
     def replace(self, **changes: Any) -> "ValueConfig":
         """A copy with `changes` applied (the config itself is never mutated)."""
@@ -747,3 +747,6 @@ def mean_return(metrics: ValueMetrics, last: Optional[int] = None) -> np.ndarray
     if last is not None:
         s, n = s[..., -last:], n[..., -last:]
     return s.sum(-1) / np.maximum(n.sum(-1), 1)
+
+
+core.register_family(ValueConfig, core.Family("value_based", make_agent, summarise, mean_return))
