@@ -83,7 +83,7 @@ from tdjax.networks.actor_critic import Actor, Critic, SharedActorCritic
 from tdjax.networks.heads import TORSOS
 from tdjax.train import core
 from tdjax.train.validation import check_choice, check_types, require
-from tdjax.train.value_based import auto_network
+from tdjax.train.core import auto_network
 
 __all__ = [
     "ActorCriticConfig",

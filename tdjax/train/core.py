@@ -16,14 +16,28 @@ reached through one entry point (and grep finds the registration next to the con
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import math
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+
+from tdjax import envs as envs_lib
+from tdjax.networks.heads import TORSOS
+from tdjax.train import mesh as mesh_lib
+from tdjax.train.host_loop import run_host_driven
+from tdjax.train.validation import check_choice, check_types, require
 
 __all__ = ["Family", "register_family", "family_of", "make_agent", "make_train", "summarise", "mean_return",
-           "typed_key"]
+           "typed_key", "make_optimizer", "auto_network", "torso_factory", "check_network", "EpisodeStats",
+           "EndedEpisodes", "new_episode_stats", "track_episodes", "sum_ended", "reset_envs", "reattach",
+           "rank_or_nan", "nanmean", "probe_means", "check_common_fields", "Agent",
+           "scan_iterations", "build_loop", "run_iterations"]
 
 
 class Family(NamedTuple):
@@ -90,14 +104,306 @@ def summarise(config: Any, metrics: Any) -> dict:
     return family_of(config).summarise(metrics)
 
 
-def mean_return(config: Any, metrics: Any, last: Optional[int] = None, **kw: Any) -> np.ndarray:
-    """The family's mean return of the episodes ended in the last `last` iterations, per seed."""
-    return family_of(config).mean_return(metrics, last, **kw)
-
-
 def typed_key(key: jax.Array) -> jax.Array:
     """`key` as a typed PRNG key (raw uint32 key data is wrapped)."""
     key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         return key
     return jax.random.wrap_key_data(key)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Building blocks every family uses: optimizer, networks, episode bookkeeping.
+
+
+def make_optimizer(name: str, lr: float, *, max_grad_norm: Optional[float], adam_eps: float = 1e-8,
+                   rmsprop_decay: float = 0.95, rmsprop_eps: float = 0.01,
+                   rmsprop_centered: bool = True) -> optax.GradientTransformation:
+    """Adam or RMSProp, after global-norm gradient clipping unless `max_grad_norm` is None."""
+    if name == "adam":
+        tx = optax.adam(lr, eps=adam_eps)
+    elif name == "rmsprop":
+        tx = optax.rmsprop(lr, decay=rmsprop_decay, eps=rmsprop_eps, centered=rmsprop_centered)
+    else:
+        raise ValueError(f"make_optimizer: name must be 'adam' or 'rmsprop', got {name!r}.")
+    if max_grad_norm is not None:
+        tx = optax.chain(optax.clip_by_global_norm(max_grad_norm), tx)
+    return tx
+
+
+def auto_network(env_name: str, obs_shape: Tuple[int, ...]) -> str:
+    """The torso `network="auto"` picks: MLP for vectors, the MinAtar CNN for small maps, the IMPALA CNN
+    for ProcGen, the Nature CNN for Atari frames."""
+    if len(obs_shape) == 1:
+        return "mlp"
+    if obs_shape[0] <= 16:
+        return "minatar_cnn"
+    return "impala_cnn" if env_name.endswith("-v0") else "nature_cnn"
+
+
+def torso_factory(config: Any, obs_shape: Tuple[int, ...]) -> Callable[[], nn.Module]:
+    """A function making the torso that `config.network` ("auto" or a `TORSOS` name, with
+    `config.hidden` for the MLP) names for observations of `obs_shape`; ValueError naming the field if
+    the torso cannot take them."""
+    name = auto_network(config.env, obs_shape) if config.network == "auto" else config.network
+    if name == "mlp":
+        require(len(obs_shape) == 1, config, "network",
+                f"an MLP torso needs vector observations but {config.env} gives {obs_shape}",
+                "use network='minatar_cnn' (MinAtar), 'impala_cnn' (ProcGen) or 'auto'")
+        return lambda: TORSOS["mlp"](tuple(config.hidden))
+    require(len(obs_shape) == 3, config, "network",
+            f"a convolutional torso needs [H, W, C] observations but {config.env} gives {obs_shape}",
+            "use network='mlp' or 'auto'")
+    return TORSOS[name]
+
+
+def check_network(config: Any, net: nn.Module, obs_shape: Tuple[int, ...]) -> None:
+    """Initialises `net` on abstract shapes only (nothing is compiled); a failure is a ValueError
+    naming `config.network`."""
+    try:
+        jax.eval_shape(lambda x: net.init(jax.random.key(0), x), jax.ShapeDtypeStruct(obs_shape, jnp.float32))
+    except Exception as err:  # noqa: BLE001 - reported with the field that caused it
+        raise ValueError(
+            f"{type(config).__name__}.network={config.network!r}: this torso cannot take {config.env}'s "
+            f"observations of shape {obs_shape} ({type(err).__name__}: {err}). Fix: use network='auto', or "
+            "'nature_cnn' only for 84×84 frames."
+        ) from None
+
+
+class EpisodeStats(NamedTuple):
+    """Running statistics of the episodes of E environments, in unclipped reward (for logging)."""
+
+    episode_return: jax.Array  # shape=[E], float32. Undiscounted return of the running episodes.
+    discounted_return: jax.Array  # shape=[E], float32. Σ γᵗ rₜ of the running episodes.
+    discount_power: jax.Array  # shape=[E], float32. γᵗ at the running episodes' current step.
+    episode_length: jax.Array  # shape=[E], int32. Steps (transitions) of the running episodes.
+
+
+class EndedEpisodes(NamedTuple):
+    """Totals over the episodes that ended in a stretch of steps."""
+
+    return_sum: jax.Array  # shape=(), float32. Sum of their returns.
+    discounted_return_sum: jax.Array  # shape=(), float32. Sum of their discounted returns.
+    count: jax.Array  # shape=(), int32. How many ended.
+
+
+def new_episode_stats(num_envs: int) -> EpisodeStats:
+    z = jnp.zeros((num_envs,), jnp.float32)
+    return EpisodeStats(z, z, jnp.ones_like(z), jnp.zeros((num_envs,), jnp.int32))
+
+
+def track_episodes(stats: EpisodeStats, step: Any, gamma: float) -> Tuple[EpisodeStats, EndedEpisodes]:
+    """Adds one vectorised env step (`tdjax.envs.EnvStep`, fields [E]) to the running episodes; the
+    episodes that end there (`step.episode_end`: a real game end, not an Atari life) are totalled and
+    restarted."""
+    ep_return = stats.episode_return + step.raw_reward
+    disc_return = stats.discounted_return + stats.discount_power * step.raw_reward
+    power = stats.discount_power * jnp.where(step.valid, gamma, 1.0)
+    length = stats.episode_length + step.valid.astype(jnp.int32)
+    end = step.episode_end
+    ended = EndedEpisodes(jnp.sum(jnp.where(end, ep_return, 0.0)), jnp.sum(jnp.where(end, disc_return, 0.0)),
+                          jnp.sum(end.astype(jnp.int32)))
+    stats = EpisodeStats(jnp.where(end, 0.0, ep_return), jnp.where(end, 0.0, disc_return),
+                         jnp.where(end, 1.0, power), jnp.where(end, 0, length))
+    return stats, ended
+
+
+def sum_ended(ended: EndedEpisodes, axis_name: Optional[str] = None) -> EndedEpisodes:
+    """Totals over a leading (time) axis, and over devices when `axis_name` is given."""
+    ended = jax.tree.map(jnp.sum, ended)
+    return ended if axis_name is None else jax.lax.psum(ended, axis_name)
+
+
+def reset_envs(env: Any, key: jax.Array, num_envs: int) -> Tuple[Any, jax.Array, EpisodeStats]:
+    """(env_state, obs, fresh EpisodeStats) of `env` reset with `key`."""
+    env_state, obs = env.reset(key)
+    return env_state, obs, new_episode_stats(num_envs)
+
+
+def reattach(actor: Any, env: Any) -> Any:
+    """`actor` (a NamedTuple with key, env_state, obs, episodes) with freshly reset environments and
+    zeroed episode statistics: how a checkpoint of an envpool run (whose emulators live outside JAX)
+    is resumed. Identity for jitted environments."""
+    if env.jittable:
+        return actor
+    env_state, obs, episodes = reset_envs(env, actor.key, env.num_envs)
+    return actor._replace(env_state=env_state, obs=obs, episodes=episodes)
+
+
+def rank_or_nan(rank: jax.Array) -> jax.Array:
+    """A rank from `tdjax.update_rank`/`srank` as float32, NaN where it was invalid (negative)."""
+    return jnp.where(rank >= 0, rank.astype(jnp.float32), jnp.nan)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Summaries of metrics (host side, NumPy). Every family's metrics have return_sum,
+# discounted_return_sum and return_count per iteration.
+
+
+def nanmean(x: Any) -> float:
+    x = np.asarray(x, np.float64)
+    return float(np.nanmean(x)) if x.size and np.isfinite(x).any() else float("nan")
+
+
+def mean_return(metrics: Any, last: Optional[int] = None, *, test: bool = False,
+                discounted: bool = False) -> np.ndarray:
+    """Mean (discounted) return of the training (or `test`) episodes that ended in the last `last`
+    iterations (all if None); [...] per seed, NaN where none ended. Any family's metrics."""
+    prefix = "test_" if test else ""
+    s = np.asarray(getattr(metrics, f"{prefix}{'discounted_' if discounted else ''}return_sum"), np.float64)
+    n = np.asarray(getattr(metrics, f"{prefix}return_count"))
+    if last is not None:
+        s, n = s[..., -last:], n[..., -last:]
+    total = n.sum(-1)
+    return np.where(total > 0, s.sum(-1) / np.maximum(total, 1), np.nan)
+
+
+def probe_means(probes: Any) -> dict:
+    """`probe_<field>`: the mean of each probe field over the probes taken (`probes.probed`)."""
+    probed = np.asarray(probes.probed).astype(bool)
+    return {f"probe_{name}": nanmean(np.asarray(getattr(probes, name))[probed]) for name in probes._fields[1:]}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Config checks every family shares (run before anything is traced or compiled).
+
+
+def check_common_fields(c: Any, positive: Tuple[str, ...]) -> None:
+    """The fields every training config has: environment, network, optimizer, probes, devices, loop.
+    `positive` names the family's integer fields that must be >= 1."""
+    check_types(c)
+    envs_lib.check_env_name(c.env, field=f"{type(c).__name__}.env")
+    check_choice(c, "env_backend", ("xla", "host"))
+    require(all(isinstance(o, tuple) and len(o) == 2 and isinstance(o[0], str) for o in c.env_options), c,
+            "env_options", "must be a tuple of (name, value) pairs", "e.g. env_options=(('episodic_life', False),)")
+    check_choice(c, "network", ("auto",) + tuple(TORSOS))
+    check_choice(c, "loop", ("scan", "host"))
+    for name in positive + ("num_envs", "total_steps", "checkpoint_interval", "num_devices", "seed_devices",
+                            "probe_k"):
+        require(getattr(c, name) >= 1, c, name, "must be a positive integer", f"set {name} >= 1")
+    require(len(c.hidden) >= 1 and all(h >= 1 for h in c.hidden), c, "hidden",
+            "the MLP torso needs at least one positive width", "e.g. hidden=(64, 64)")
+    require(c.lr > 0 and math.isfinite(c.lr), c, "lr", "the learning rate must be a positive number", "e.g. lr=1e-3")
+    require(c.adam_eps > 0, c, "adam_eps", "must be > 0", "e.g. adam_eps=1e-8")
+    require(c.max_grad_norm is None or c.max_grad_norm > 0, c, "max_grad_norm", "must be > 0 or None",
+            "use None to disable clipping")
+    require(0.0 <= c.gamma <= 1.0, c, "gamma", "the discount must lie in [0, 1]", "e.g. gamma=0.99")
+    require(c.probe_interval >= 0, c, "probe_interval", "must be >= 0", "use 0 to disable probes")
+    require(c.probe_chunk_size is None or c.probe_chunk_size >= 1, c, "probe_chunk_size",
+            "must be None or >= 1", "use None (the default chunking) or a positive chunk size")
+    require(0.0 < c.probe_rank_eps < 1.0, c, "probe_rank_eps", "must lie in (0, 1)", "the paper uses 0.1")
+    require(0.0 < c.probe_srank_delta < 1.0, c, "probe_srank_delta", "must lie in (0, 1)", "Kumar et al. use 0.01")
+    d = c.num_devices
+    if not envs_lib.vec_spec(c.env).jittable:
+        require(d == 1, c, "num_devices", f"{c.env} is an envpool environment, stepped by one host process",
+                "use num_devices=1 for envpool games (data-parallel runs need jitted gymnax environments)")
+        require(c.seed_devices == 1, c, "seed_devices",
+                f"{c.env} is an envpool environment: its seeds run one after another, not vmapped",
+                "use seed_devices=1 for envpool games")
+    n_dev = jax.device_count()
+    need = d * c.seed_devices
+    require(need <= n_dev, c, "num_devices",
+            f"seed_devices × num_devices = {c.seed_devices} × {d} devices are needed but only {n_dev} are visible",
+            f"use at most {n_dev} devices, or on CPU start Python with "
+            f"XLA_FLAGS=--xla_force_host_platform_device_count={need}")
+    require(c.num_envs % d == 0, c, "num_envs", f"must be divisible by num_devices={d}",
+            f"use a multiple of {d} (each device steps num_envs / num_devices environments)")
+
+
+# ----------------------------------------------------------------------------------------------------
+# The agent every family returns, and the loop around its iteration.
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Agent:
+    """What `make_agent(config)` returns, for any family; all functions are pure and jittable.
+
+    Attributes:
+      spec: the family's frozen spec (config, environments, networks, optimizer, sizes): the one
+        argument of the family's module-level loop functions besides their data.
+      init: `init(key) -> state` (typed or raw key).
+      run: `run(state, start, length, phase=None) -> (state, metrics stacked [length])`: iterations
+        start .. start+length−1 (`length` static; `start` may be traced but must not be batched).
+        `phase`, only with `length == 1`: the static `phase(start)` (see `tdjax.train.host_loop`).
+    Properties and methods: `config`, `env`, `num_iterations`, `steps_per_iteration`, `phase(i)`
+    (None for families without static phases), `reattach_env(state)`.
+    """
+
+    spec: Any
+    init: Callable[[jax.Array], Any]
+    run: Callable[..., Tuple[Any, Any]]
+
+    @property
+    def config(self) -> Any:
+        return self.spec.config
+
+    @property
+    def env(self) -> Any:
+        return self.spec.env
+
+    @property
+    def num_iterations(self) -> int:
+        return self.spec.num_iterations
+
+    @property
+    def steps_per_iteration(self) -> int:
+        return self.spec.steps_per_iteration
+
+    def phase(self, i: int) -> Optional[Tuple[bool, ...]]:
+        """The static phase of iteration i (Python bools), or None: nothing to make static."""
+        del i
+        return None
+
+    def reattach_env(self, state: Any) -> Any:
+        """`state` with freshly reset environments and zeroed episode statistics (envpool resumes)."""
+        return state._replace(actor=reattach(state.actor, self.spec.env))
+
+
+def scan_iterations(iteration: Callable[..., Tuple[Any, Any]], state: Any, start: Any, length: int,
+                    axis_name: Optional[str], phase: Any) -> Tuple[Any, Any]:
+    """Iterations start .. start+length−1 of `iteration(state, i, axis_name, phase)`: a `lax.scan`, or
+    for one iteration the bare call (no loop around it; metrics still get a leading [1] axis)."""
+    if length == 1:
+        state, m = iteration(state, jnp.asarray(start, jnp.int32), axis_name, phase)
+        return state, jax.tree.map(lambda x: x[None], m)
+    idx = jnp.asarray(start, jnp.int32) + jnp.arange(length, dtype=jnp.int32)
+    return jax.lax.scan(lambda s, i: iteration(s, i, axis_name, None), state, idx)
+
+
+def build_loop(spec: Any, init_local: Callable, iteration: Callable, per_device: Tuple[str, ...],
+               phase_size: int = 0) -> Tuple[Callable, Callable]:
+    """`(init, run)` of a family's loop from its module-level `init_local(spec, key, axis_name)` and
+    `iteration(spec, state, i, axis_name, phase)`, on one device or over the mesh's "data" axis."""
+    c = spec.config
+    m = mesh_lib.make_mesh(c.seed_devices, c.num_devices)
+
+    def init_fn(key, axis_name):
+        return init_local(spec, typed_key(key), axis_name)
+
+    def run_fn(state, start, length, axis_name, phase):
+        return scan_iterations(functools.partial(iteration, spec), state, start, length, axis_name, phase)
+
+    init, run = mesh_lib.distribute(init_fn, run_fn, per_device, m, phase_size, type(c).__name__)
+    return (lambda key: init(typed_key(key))), run
+
+
+@functools.lru_cache(maxsize=32)
+def _jitted_run(agent: Any, batched: bool, length: int) -> Callable:
+    def run(state, start):
+        if batched:
+            return jax.vmap(lambda s: agent.run(s, start, length))(state)
+        return agent.run(state, start, length)
+
+    return jax.jit(run, donate_argnums=0)
+
+
+def run_iterations(agent: Any, state: Any, start: int, length: int, *, batched: bool = False,
+                   progress: bool = False) -> Tuple[Any, Any]:
+    """Iterations start .. start+length−1 of `agent`, with the loop structure its config asks for:
+    one jitted scan (`loop="scan"`, the accelerator path), or one jitted iteration per call with
+    static phases (`loop="host"`, `tdjax.train.run_host_driven`). `state` is donated.
+
+    Returns (state, metrics stacked [length], or [S, length] when `batched`)."""
+    if agent.config.loop == "host":
+        return run_host_driven(agent, state, start, length, batched=batched, progress=progress)
+    return _jitted_run(agent, batched, length)(state, jnp.asarray(start, jnp.int32))

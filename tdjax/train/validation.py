@@ -10,7 +10,7 @@ import types
 import typing
 from typing import Any, Iterable
 
-__all__ = ["check_types", "require", "check_choice", "check_static_phase"]
+__all__ = ["check_types", "require", "check_choice"]
 
 
 def _type_ok(value: Any, tp: Any) -> bool:
@@ -72,15 +72,3 @@ def check_choice(config: Any, field: str, choices: Iterable[str]) -> None:
         getattr(config, field) in choices, config, field, "unknown value",
         f"use one of {', '.join(repr(c) for c in choices)}",
     )
-
-
-def check_static_phase(phase: Any, length: int, size: int, who: str) -> None:
-    """`agent.run(..., phase=...)`: a static phase (a tuple of `size` Python bools, from `agent.phase(i)`)
-    applies to one iteration only."""
-    if phase is None:
-        return
-    if length != 1:
-        raise ValueError(f"{who}.run: a static phase applies to one iteration; got length={length}. "
-                         "Pass phase=None for a scan over several iterations.")
-    if not (isinstance(phase, tuple) and len(phase) == size and all(isinstance(p, bool) for p in phase)):
-        raise ValueError(f"{who}.run: phase must be agent.phase(i), a tuple of {size} bools; got {phase!r}.")

@@ -31,17 +31,21 @@ The iteration index is passed to the scan as data that `jax.vmap` over seeds doe
 the `lax.cond`s on it stay real branches (not both-sides `select`s) when many seeds run at once:
 `jax.jit(jax.vmap(make_train(config)))(keys)`.
 
-With `num_devices > 1` the run is data-parallel with `jax.shard_map` over a 1-D mesh axis "data":
+With `num_devices > 1` the run is data-parallel over the mesh axis "data" (`tdjax.train.mesh`):
 each device steps `num_envs / num_devices` environments into its own replay shard, samples
 `batch_size / num_devices` transitions, and the gradients are averaged with `lax.pmean`, so every
 device applies the same update as one device would on the whole batch. The learner state is
 replicated; actor leaves get a leading [num_devices] axis.
+
+The loop steps are module-level functions of a `ValueSpec` (the config with the environments,
+network and optimizer built from it) and their data; what the loop shares with the other families
+(episode bookkeeping, devices, the agent interface) is in `tdjax.train.core`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
+import functools
 from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 import flax.linen as nn
@@ -49,7 +53,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import PartitionSpec as P
 
 from tdjax import envs as envs_lib
 from tdjax._src.losses import (
@@ -59,11 +62,12 @@ from tdjax._src.losses import (
     quantile_q_learning_loss,
 )
 from tdjax._src.outputs import scalar_output_fn
-from tdjax.networks.heads import TORSOS, C51Head, QHead, QRHead, ValueNetwork
+from tdjax.networks.heads import C51Head, QHead, QRHead, ValueNetwork
 from tdjax.train import core
 from tdjax.train import probes as probes_lib
 from tdjax.train import replay as replay_lib
-from tdjax.train.validation import check_choice, check_static_phase, check_types, require
+from tdjax.train.host_loop import branch
+from tdjax.train.validation import check_choice, require
 
 __all__ = [
     "ValueConfig",
@@ -73,14 +77,13 @@ __all__ = [
     "ActorState",
     "RunnerState",
     "ValueMetrics",
+    "ValueSpec",
     "ValueAgent",
+    "IterationPhase",
+    "build_spec",
     "make_agent",
-    "make_train",
     "summarise",
-    "mean_return",
 ]
-
-AXIS = "data"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -142,7 +145,12 @@ class ValueConfig:
     probe_chunk_size: Optional[int] = None  # examples per vmapped chunk inside the probes
     # checkpointing (train_with_checkpoints)
     checkpoint_interval: int = 1_000  # iterations per jitted chunk / checkpoint
+    # devices (tdjax.train.mesh): one run split over num_devices ("data"); seeds spread over seed_devices
     num_devices: int = 1
+    seed_devices: int = 1
+    # loop structure, not maths: "scan" (one XLA program, the accelerator path) or "host" (one jitted
+    # iteration per call with static phases: faster for CNN agents on XLA:CPU; tdjax.train.host_loop)
+    loop: str = "scan"
 
 
     def replace(self, **changes: Any) -> "ValueConfig":
@@ -209,8 +217,7 @@ class ActorState(NamedTuple):
     key: jax.Array  # shape=(), typed PRNG key. Iteration i draws from fold_in(key, i).
     env_state: Any  # VecEnv state: gymnax leaves [E, ...] (E = num_envs / num_devices); envpool handle.
     obs: jax.Array  # shape=[E, *obs_shape], float32. Current observations.
-    episode_return: jax.Array  # shape=[E], float32. Undiscounted return of the running episodes.
-    episode_length: jax.Array  # shape=[E], int32.
+    episodes: core.EpisodeStats  # [E] running episode statistics.
     replay: replay_lib.ReplayState  # [buffer_size / num_envs slots, E] transitions.
 
 
@@ -228,6 +235,7 @@ class ValueMetrics(NamedTuple):
     loss: jax.Array  # shape=(), float32. Mean minibatch loss before the update; NaN if not learned.
     q_mean: jax.Array  # shape=(), float32. Mean of maxₐ Q over the minibatch; NaN if not learned.
     return_sum: jax.Array  # shape=(), float32. Sum of the returns of episodes ended this iteration.
+    discounted_return_sum: jax.Array  # shape=(), float32. Sum of their discounted returns Σ γᵗ rₜ.
     return_count: jax.Array  # shape=(), int32. Number of episodes ended this iteration.
     probes: probes_lib.ProbeMetrics  # NaN fields (probed=False) except every probe_interval updates.
 
@@ -238,56 +246,25 @@ class ValueMetrics(NamedTuple):
 
 def _validate(c: ValueConfig) -> None:
     if not isinstance(c, ValueConfig):
-        raise ValueError(f"make_train: expected a ValueConfig, got {type(c).__name__}.")
-    check_types(c)
-    envs_lib.check_env_name(c.env, field="ValueConfig.env")
-    check_choice(c, "env_backend", ("xla", "host"))
-    require(all(isinstance(o, tuple) and len(o) == 2 and isinstance(o[0], str) for o in c.env_options), c,
-            "env_options", "must be a tuple of (name, value) pairs", "e.g. env_options=(('num_levels', 200),)")
-    if not envs_lib.vec_spec(c.env).jittable:
-        require(c.num_devices == 1, c, "num_devices",
-                f"{c.env} is an envpool environment, stepped by one host process",
-                "use num_devices=1 for envpool games (data-parallel runs need jitted gymnax environments)")
+        raise ValueError(f"value_based.make_agent: expected a ValueConfig, got {type(c).__name__}.")
+    core.check_common_fields(c, positive=("buffer_size", "batch_size", "train_frequency", "target_update_interval",
+                                          "probe_sign_window", "probe_sign_steps", "n_quantiles"))
     check_choice(c, "algo", ALGOS)
-    check_choice(c, "network", ("auto",) + tuple(TORSOS))
     check_choice(c, "optimizer", ("adam", "rmsprop"))
-    positive = ("num_envs", "total_steps", "buffer_size", "batch_size", "train_frequency",
-                "target_update_interval", "probe_k", "probe_sign_window", "probe_sign_steps",
-                "checkpoint_interval", "num_devices", "n_quantiles")
-    for name in positive:
-        require(getattr(c, name) >= 1, c, name, "must be a positive integer", f"set {name} >= 1")
-    require(len(c.hidden) >= 1 and all(h >= 1 for h in c.hidden), c, "hidden",
-            "the MLP torso needs at least one positive width", "e.g. hidden=(64, 64)")
     require(c.learning_starts >= 0, c, "learning_starts", "must be >= 0", "set learning_starts >= 0")
     require(c.eps_decay_steps >= 0, c, "eps_decay_steps", "must be >= 0", "set eps_decay_steps >= 0")
-    require(c.probe_interval >= 0, c, "probe_interval", "must be >= 0", "use 0 to disable probes")
-    require(c.probe_chunk_size is None or c.probe_chunk_size >= 1, c, "probe_chunk_size",
-            "must be None or >= 1", "use None (all at once) or a positive chunk size")
-    require(c.lr > 0 and math.isfinite(c.lr), c, "lr", "the learning rate must be a positive number", "e.g. lr=1e-3")
-    require(0.0 <= c.gamma <= 1.0, c, "gamma", "the discount must lie in [0, 1]", "e.g. gamma=0.99")
     for name in ("eps_start", "eps_end"):
         require(0.0 <= getattr(c, name) <= 1.0, c, name, "ε must lie in [0, 1]", f"set 0 <= {name} <= 1")
-    for name in ("adam_eps", "rmsprop_eps"):
-        require(getattr(c, name) > 0, c, name, "must be > 0", f"set {name} > 0")
+    require(c.rmsprop_eps > 0, c, "rmsprop_eps", "must be > 0", "set rmsprop_eps > 0")
     require(0.0 <= c.rmsprop_decay < 1.0, c, "rmsprop_decay", "must lie in [0, 1)", "e.g. rmsprop_decay=0.95")
-    require(c.max_grad_norm is None or c.max_grad_norm > 0, c, "max_grad_norm", "must be > 0 or None",
-            "use None to disable clipping")
     require(c.n_atoms >= 2, c, "n_atoms", "C51 needs at least 2 atoms", "e.g. n_atoms=51")
     require(c.v_min < c.v_max, c, "v_min", f"the support [v_min, v_max] = [{c.v_min}, {c.v_max}] is empty",
             "set v_min < v_max")
     require(c.qr_kappa >= 0, c, "qr_kappa", "the Huber threshold must be >= 0", "e.g. qr_kappa=1.0")
-    require(0.0 < c.probe_rank_eps < 1.0, c, "probe_rank_eps", "must lie in (0, 1)", "the paper uses 0.1")
-    require(0.0 < c.probe_srank_delta < 1.0, c, "probe_srank_delta", "must lie in (0, 1)", "Kumar et al. use 0.01")
     require(c.probe_dormant_tau >= 0, c, "probe_dormant_tau", "must be >= 0", "Sokar et al. use 0 or 0.025")
 
     d = c.num_devices
-    n_dev = jax.device_count()
-    require(d <= n_dev, c, "num_devices", f"only {n_dev} device(s) are visible",
-            f"set num_devices <= {n_dev}, or on CPU start Python with "
-            f"XLA_FLAGS=--xla_force_host_platform_device_count={d}")
-    for name in ("num_envs", "batch_size"):
-        require(getattr(c, name) % d == 0, c, name, f"must be divisible by num_devices={d}",
-                f"use a multiple of {d}")
+    require(c.batch_size % d == 0, c, "batch_size", f"must be divisible by num_devices={d}", f"use a multiple of {d}")
     require(c.buffer_size % c.num_envs == 0, c, "buffer_size",
             f"the buffer holds whole vectorised steps, so it must be a multiple of num_envs={c.num_envs}",
             f"e.g. buffer_size={max(1, c.buffer_size // c.num_envs) * c.num_envs}")
@@ -324,394 +301,312 @@ def _warmup_iterations(c: ValueConfig) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Building the agent.
-
-
-def _optimizer(c: ValueConfig) -> optax.GradientTransformation:
-    if c.optimizer == "adam":
-        tx = optax.adam(c.lr, eps=c.adam_eps)
-    else:
-        tx = optax.rmsprop(c.lr, decay=c.rmsprop_decay, eps=c.rmsprop_eps, centered=c.rmsprop_centered)
-    if c.max_grad_norm is not None:
-        tx = optax.chain(optax.clip_by_global_norm(c.max_grad_norm), tx)
-    return tx
-
-
-def auto_network(env_name: str, obs_shape: Tuple[int, ...]) -> str:
-    """The torso `network="auto"` picks: MLP for vectors, the MinAtar CNN for small maps, the IMPALA CNN
-    for ProcGen, the Nature CNN for Atari frames."""
-    if len(obs_shape) == 1:
-        return "mlp"
-    if obs_shape[0] <= 16:
-        return "minatar_cnn"
-    return "impala_cnn" if env_name.endswith("-v0") else "nature_cnn"
-
-
-def _network(c: ValueConfig, env: Any, head: nn.Module) -> ValueNetwork:
-    name = c.network
-    if name == "auto":
-        name = auto_network(c.env, env.obs_shape)
-    if name == "mlp":
-        require(len(env.obs_shape) == 1, c, "network",
-                f"an MLP torso needs vector observations but {c.env} gives {env.obs_shape}",
-                "use network='minatar_cnn' (MinAtar) or 'auto'")
-        torso = TORSOS["mlp"](tuple(c.hidden))
-    else:
-        require(len(env.obs_shape) == 3, c, "network",
-                f"a convolutional torso needs [H, W, C] observations but {c.env} gives {env.obs_shape}",
-                "use network='mlp' or 'auto'")
-        torso = TORSOS[name]()
-    net = ValueNetwork(torso, head)
-    try:  # abstract shapes only: nothing is compiled
-        jax.eval_shape(lambda x: net.init(jax.random.key(0), x), jax.ShapeDtypeStruct(env.obs_shape, jnp.float32))
-    except Exception as err:  # noqa: BLE001 - reported with the field that caused it
-        raise ValueError(
-            f"ValueConfig.network={c.network!r}: this torso cannot take {c.env}'s observations of shape "
-            f"{env.obs_shape} ({type(err).__name__}: {err}). Fix: use network='auto', or 'nature_cnn' "
-            "only for 84×84 frames."
-        ) from None
-    return net
-
-
-def _typed_key(key: jax.Array) -> jax.Array:
-    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return key
-    return jax.random.wrap_key_data(key)
+# The spec: the config with what is built from it.
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class ValueAgent:
-    """The pieces `make_train` composes; all functions are pure and jittable.
-
-    Attributes:
-      config, env, network, head, algo, optimizer: what the agent is built from.
-      num_iterations, warmup_iterations: see the module docstring.
-      init: `init(key) -> RunnerState`.
-      run: `run(state, start, length, phase=None) -> (state, ValueMetrics stacked [length])`:
-        iterations start .. start+length−1 (`length` static; `start` may be traced but must not be
-        batched). `phase`, only with `length == 1`: the static `phase(start)`, which replaces the
-        `lax.cond`s around the update and the probes by plain Python branches (see `phase`).
-      phase: `phase(i) -> (learning, probed)`, Python bools for iteration i (an int): whether it
-        makes a gradient update (i ≥ warmup_iterations) and whether it probes. `run_host_driven`
-        passes it, so a host-driven iteration has no conditional around its update: XLA:CPU runs a
-        convolution gradient inside a taken `lax.cond` ~10× slower than at top level
-        (benchmarks/RESULTS.md, table D′). The maths is the same as the traced conditions'.
-      example_loss: `example_loss(params, target_params, transition) -> scalar`, ONE transition.
-      learner_update: `learner_update(learner, batch, axis_name=None) -> (learner, loss)`: one
-        gradient step on the mean loss of `batch`; with `axis_name`, gradients and loss are
-        `lax.pmean`-ed over it (call inside shard_map).
-      output_fn: `output_fn(params, x)`: Q reduced by max (expected Q for distributional heads).
-      q_values: `q_values(params, xs) -> [..., A]` expected action values.
-      features: `features(params, xs) -> [..., d]` penultimate activations.
-      steps_per_iteration: environment steps (all environments) per iteration.
-      reattach_env: `reattach_env(state) -> state` with freshly reset environments and zeroed running
-        episode statistics, the rest unchanged: how a checkpoint of a run on envpool (whose emulator
-        state lives outside JAX) is resumed. Identity for jitted environments.
-    """
+class ValueSpec:
+    """What the loop functions below read besides their data. Sizes are per device."""
 
     config: ValueConfig
-    env: envs_lib.VecEnv
+    env: envs_lib.VecEnv  # this device's num_envs environments
     network: ValueNetwork
     head: nn.Module
     algo: Algo
     optimizer: optax.GradientTransformation
+    probe_settings: probes_lib.ProbeSettings
+    num_envs: int  # environments per device
+    batch_size: int  # minibatch per device
+    slots: int  # replay time slots (buffer_size / num_envs)
     num_iterations: int
     warmup_iterations: int
-    init: Callable[[jax.Array], RunnerState]
-    run: Callable[..., Tuple[RunnerState, ValueMetrics]]
-    phase: Callable[[int], Tuple[bool, bool]]
-    example_loss: Callable[[Any, Any, replay_lib.Transition], jax.Array]
-    learner_update: Callable[..., Tuple[LearnerState, jax.Array]]
-    output_fn: Callable[[Any, Any], jax.Array]
-    q_values: Callable[[Any, Any], jax.Array]
-    features: Callable[[Any, Any], jax.Array]
-    probe_settings: probes_lib.ProbeSettings
-    steps_per_iteration: int
-    reattach_env: Callable[[RunnerState], RunnerState]
+    steps_per_iteration: int  # environment steps over all devices
+
+
+def build_spec(c: ValueConfig) -> ValueSpec:
+    """Validates `c` and builds its environments, network (checked on abstract shapes) and optimizer."""
+    _validate(c)
+    algo = ALGOS[c.algo]
+    vec = envs_lib.vec_spec(c.env)
+    head = algo.make_head(c, vec.num_actions)
+    network = ValueNetwork(core.torso_factory(c, vec.obs_shape)(), head)
+    core.check_network(c, network, vec.obs_shape)  # still nothing compiled
+    optimizer = core.make_optimizer(c.optimizer, c.lr, max_grad_norm=c.max_grad_norm, adam_eps=c.adam_eps,
+                                    rmsprop_decay=c.rmsprop_decay, rmsprop_eps=c.rmsprop_eps,
+                                    rmsprop_centered=c.rmsprop_centered)
+    num_envs = c.num_envs // c.num_devices
+    env = envs_lib.make_vec(c.env, num_envs, seed=c.env_seed, backend=c.env_backend, options=dict(c.env_options))
+    settings = probes_lib.ProbeSettings(
+        rank_eps=float(c.probe_rank_eps), srank_delta=float(c.probe_srank_delta),
+        dormant_tau=float(c.probe_dormant_tau), sign_window=c.probe_sign_window, chunk_size=c.probe_chunk_size,
+    )
+    return ValueSpec(
+        config=c, env=env, network=network, head=head, algo=algo, optimizer=optimizer, probe_settings=settings,
+        num_envs=num_envs, batch_size=c.batch_size // c.num_devices, slots=c.buffer_size // c.num_envs,
+        num_iterations=c.total_steps // (c.num_envs * c.train_frequency), warmup_iterations=_warmup_iterations(c),
+        steps_per_iteration=c.num_envs * c.train_frequency,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Network outputs and the per-example loss.
+
+
+def _prep(spec: ValueSpec, x: jax.Array) -> jax.Array:
+    """Observations in their stored units → network input (×1/255 for pixels)."""
+    return x if spec.env.obs_scale == 1.0 else x * spec.env.obs_scale
+
+
+def apply(spec: ValueSpec, params: Any, x: jax.Array) -> jax.Array:
+    """The head's raw output (Q [.., A], logits or quantiles [.., A, N]) at observations x."""
+    return spec.network.apply(params, _prep(spec, x))
+
+
+def q_values(spec: ValueSpec, params: Any, xs: jax.Array) -> jax.Array:
+    """Expected action values [..., A]."""
+    return spec.network.apply(params, _prep(spec, xs), method=ValueNetwork.q_values)
+
+
+def features(spec: ValueSpec, params: Any, xs: jax.Array) -> jax.Array:
+    """Penultimate activations [..., d]."""
+    return spec.network.apply(params, _prep(spec, xs), method=ValueNetwork.features)
+
+
+def output_fn(spec: ValueSpec) -> Callable[[Any, jax.Array], jax.Array]:
+    """`f(params, x)`: Q reduced by max (expected Q for distributional heads), the papers' scalar output."""
+    dist = spec.algo.distribution
+    return scalar_output_fn(functools.partial(apply, spec), "max", distribution=dist,
+                            atoms=spec.head.atoms if dist == "categorical" else None)
+
+
+def example_loss(spec: ValueSpec, params: Any, target_params: Any, tr: replay_lib.Transition) -> jax.Array:
+    """The algorithm's loss on ONE transition (batch with `jax.vmap`)."""
+    c, algo = spec.config, spec.algo
+    out_tm1 = apply(spec, params, tr.obs)
+    out_t = apply(spec, target_params, tr.next_obs)
+    out_t_online = apply(spec, params, tr.next_obs) if algo.uses_online_next else None
+    return algo.loss(c, spec.head, out_tm1, tr.action, tr.reward, c.gamma * tr.discount, out_t, out_t_online)
+
+
+def learner_update(spec: ValueSpec, learner: LearnerState, batch: replay_lib.Transition,
+                   axis_name: Optional[str] = None) -> Tuple[LearnerState, jax.Array]:
+    """One gradient step on the mean loss of `batch`; with `axis_name`, gradients and loss are
+    `lax.pmean`-ed over it (call inside shard_map). Returns (learner, loss before the step)."""
+
+    def batch_loss(params):
+        losses = jax.vmap(example_loss, in_axes=(None, None, None, 0))(spec, params, learner.target_params, batch)
+        if spec.env.always_valid:
+            return jnp.mean(losses)
+        # envpool's reset steps are stored but are not transitions: they get no weight
+        w = batch.valid.astype(losses.dtype)
+        return jnp.sum(losses * w) / jnp.maximum(jnp.sum(w), 1.0)
+
+    params = learner.params
+    if axis_name is not None:
+        # Mark the replicated params as device-varying, so that each device's gradient is its own
+        # shard's (without this, shard_map's AD would already psum the cotangents), then average.
+        params = jax.lax.pcast(params, axis_name, to="varying")
+    loss, grads = jax.value_and_grad(batch_loss)(params)
+    if axis_name is not None:
+        grads, loss = jax.lax.pmean((grads, loss), axis_name)
+    updates, opt_state = spec.optimizer.update(grads, learner.opt_state, learner.params)
+    params = optax.apply_updates(learner.params, updates)
+    return learner._replace(params=params, opt_state=opt_state), loss
+
+
+# ----------------------------------------------------------------------------------------------------
+# The loop: init, acting, learning, probing, one iteration.
+
+
+def _dummy_obs(spec: ValueSpec) -> jax.Array:
+    return jnp.zeros(spec.env.obs_shape, jnp.float32)
+
+
+def init_local(spec: ValueSpec, key: jax.Array, axis_name: Optional[str]) -> RunnerState:
+    """The state of one device (of the "data" axis when `axis_name` is given)."""
+    k_net, k_actor = jax.random.split(key)
+    params = spec.network.init(k_net, _dummy_obs(spec))
+    learner = LearnerState(params=params, target_params=params, opt_state=spec.optimizer.init(params))
+    if axis_name is not None:
+        k_actor = jax.random.fold_in(k_actor, jax.lax.axis_index(axis_name))
+    k_reset, k_base = jax.random.split(k_actor)
+    env_state, obs, episodes = core.reset_envs(spec.env, k_reset, spec.num_envs)
+    dummy = _dummy_obs(spec)
+    example = replay_lib.Transition(
+        obs=dummy, action=jnp.zeros((), jnp.int32), reward=jnp.zeros((), jnp.float32),
+        discount=jnp.zeros((), jnp.float32), next_obs=dummy, done=jnp.zeros((), bool), valid=jnp.zeros((), bool),
+    )
+    replay = replay_lib.init(example, spec.slots, spec.num_envs, spec.env.obs_storage_dtype)
+    return RunnerState(learner, ActorState(key=k_base, env_state=env_state, obs=obs, episodes=episodes, replay=replay))
+
+
+def act_and_store(spec: ValueSpec, params: Any, actor: ActorState, i: jax.Array, k_act: jax.Array,
+                  k_env: jax.Array) -> Tuple[ActorState, core.EndedEpisodes, jax.Array]:
+    """Iteration i's `train_frequency` ε-greedy vector steps, stored in replay.
+
+    Returns (actor, the episodes that ended, ε at the first step)."""
+    c, env = spec.config, spec.env
+    eps_schedule = optax.linear_schedule(c.eps_start, c.eps_end, max(c.eps_decay_steps, 1))
+
+    def vector_step(actor: ActorState, t):
+        eps = eps_schedule((i * c.train_frequency + t) * c.num_envs)
+        k_explore, k_random = jax.random.split(jax.random.fold_in(k_act, t))
+        greedy = jnp.argmax(q_values(spec, params, actor.obs), axis=-1)
+        random = jax.random.randint(k_random, (spec.num_envs,), 0, env.num_actions)
+        explore = jax.random.uniform(k_explore, (spec.num_envs,)) < eps
+        action = jnp.where(explore, random, greedy).astype(jnp.int32)
+        env_state, step = env.step(actor.env_state, jax.random.fold_in(k_env, t), action)
+        transition = replay_lib.Transition(
+            obs=actor.obs, action=action, reward=step.reward,
+            discount=1.0 - step.terminated.astype(jnp.float32), next_obs=step.next_obs,
+            done=step.terminated | step.truncated, valid=step.valid,
+        )
+        episodes, ended = core.track_episodes(actor.episodes, step, c.gamma)
+        actor = actor._replace(env_state=env_state, obs=step.obs, episodes=episodes,
+                               replay=replay_lib.add(actor.replay, transition))
+        return actor, (ended, eps)
+
+    actor, (ended, eps) = jax.lax.scan(vector_step, actor, jnp.arange(c.train_frequency))
+    return actor, jax.tree.map(jnp.sum, ended), eps[0]
+
+
+def learn(spec: ValueSpec, learner: LearnerState, replay: replay_lib.ReplayState, key: jax.Array,
+          axis_name: Optional[str]) -> Tuple[LearnerState, jax.Array, jax.Array]:
+    """One update on a minibatch sampled from replay: (learner, loss, mean max-Q of the minibatch)."""
+    batch = replay_lib.sample(replay, key, spec.batch_size)
+    q_mean = jnp.mean(jnp.max(q_values(spec, learner.params, batch.obs), axis=-1))
+    if axis_name is not None:
+        q_mean = jax.lax.pmean(q_mean, axis_name)
+    learner, loss = learner_update(spec, learner, batch, axis_name)
+    return learner, loss.astype(jnp.float32), q_mean.astype(jnp.float32)
+
+
+def td_errors(spec: ValueSpec, learner: LearnerState, seg: replay_lib.Transition) -> jax.Array:
+    """δ = r + γ d maxₐ Q̄⁻(x′, a) − Q̄(x, a) on [T, E] consecutive transitions (expected Q)."""
+    q_tm1 = q_values(spec, learner.params, seg.obs)
+    q_t = q_values(spec, learner.target_params, seg.next_obs)
+    q_taken = jnp.take_along_axis(q_tm1, seg.action[..., None], axis=-1)[..., 0]
+    return seg.reward + spec.config.gamma * seg.discount * jnp.max(q_t, axis=-1) - q_taken
+
+
+def probe(spec: ValueSpec, learner: LearnerState, replay: replay_lib.ReplayState, key: jax.Array,
+          axis_name: Optional[str]) -> probes_lib.ProbeMetrics:
+    """The probes of `tdjax.train.probes` on k transitions of this device's replay (averaged over
+    devices when `axis_name` is given)."""
+    c = spec.config
+    k_batch, k_fresh = jax.random.split(key)
+    batch = replay_lib.sample_distinct(replay, k_batch, c.probe_k)
+    fresh = spec.network.init(k_fresh, _dummy_obs(spec))
+    seg = replay_lib.recent(replay, c.probe_sign_steps)
+    m = probes_lib.value_probes(
+        spec.probe_settings,
+        loss_fn=lambda p, tr: example_loss(spec, p, learner.target_params, tr),
+        output_fn=output_fn(spec), features_fn=functools.partial(features, spec), optimizer=spec.optimizer,
+        params=learner.params, opt_state=learner.opt_state, batch=batch, probe_xs=batch.obs,
+        fresh_loss_fn=lambda p, tr: example_loss(spec, p, fresh, tr), fresh_params=fresh,
+        td_errors=td_errors(spec, learner, seg), done=seg.done | ~seg.valid,
+    )
+    if axis_name is None:
+        return m
+    return probes_lib.ProbeMetrics(m.probed, *jax.lax.pmean(tuple(m[1:]), axis_name))
+
+
+class IterationPhase(NamedTuple):
+    """The static phase of a value-loop iteration (`ValueAgent.phase(i)`), Python bools."""
+
+    learning: bool  # the iteration makes a gradient update (i ≥ warmup_iterations)
+    probed: bool  # it also runs the probes
+
+
+def iteration_phase(spec: ValueSpec, i: int) -> IterationPhase:
+    i = int(i)
+    learning = i >= spec.warmup_iterations
+    c = spec.config
+    probed = learning and c.probe_interval > 0 and (i - spec.warmup_iterations + 1) % c.probe_interval == 0
+    return IterationPhase(learning, probed)
+
+
+def iteration(spec: ValueSpec, state: RunnerState, i: jax.Array, axis_name: Optional[str],
+              phase: Optional[Tuple[bool, bool]] = None) -> Tuple[RunnerState, ValueMetrics]:
+    """Iteration i: act and store, then (after warm-up) one update, the target refresh and the probes.
+    `phase` (from `iteration_phase` for a concrete i) makes the conditions static (`host_loop.branch`)."""
+    c = spec.config
+    learner, actor = state
+    k_act, k_env, k_sample, k_probe = jax.random.split(jax.random.fold_in(actor.key, i), 4)
+    actor, ended, eps = act_and_store(spec, learner.params, actor, i, k_act, k_env)
+    learning_static, probed_static = (None, None) if phase is None else phase
+    updates_done = i - spec.warmup_iterations + 1
+    learning = jnp.asarray(i >= spec.warmup_iterations) if phase is None else jnp.asarray(learning_static)
+    nan = jnp.full((), jnp.nan, jnp.float32)
+    learner, loss, q_mean = branch(
+        learning_static, learning, lambda l: learn(spec, l, actor.replay, k_sample, axis_name),
+        lambda l: (l, nan, nan), learner)
+    refresh = learning & (updates_done % c.target_update_interval == 0)
+    learner = jax.lax.cond(refresh, lambda l: l._replace(target_params=l.params), lambda l: l, learner)
+
+    probe_metrics = probes_lib.empty_probe_metrics()
+    if c.probe_interval > 0:
+        probed = learning & (updates_done % c.probe_interval == 0)
+        probe_metrics = branch(probed_static, probed, lambda: probe(spec, learner, actor.replay, k_probe, axis_name),
+                               probes_lib.empty_probe_metrics)
+    if axis_name is not None:
+        ended = jax.lax.psum(ended, axis_name)
+    metrics = ValueMetrics(
+        env_steps=((i + 1) * spec.steps_per_iteration).astype(jnp.int32), epsilon=jnp.asarray(eps, jnp.float32),
+        learned=learning, loss=loss, q_mean=q_mean, return_sum=ended.return_sum,
+        discounted_return_sum=ended.discounted_return_sum, return_count=ended.count, probes=probe_metrics,
+    )
+    return RunnerState(learner, actor), metrics
+
+
+# ----------------------------------------------------------------------------------------------------
+# The agent.
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ValueAgent(core.Agent):
+    """`core.Agent` for the value loop (`make_agent(ValueConfig(...))`): `init`, `run`, `phase`,
+    `reattach_env`, plus the value loop's functions bound to its spec:
+
+      example_loss(params, target_params, transition) -> scalar, ONE transition;
+      learner_update(learner, batch, axis_name=None) -> (learner, loss);
+      output_fn(params, x), q_values(params, xs) -> [..., A], features(params, xs) -> [..., d].
+    """
+
+    def phase(self, i: int) -> IterationPhase:
+        """Whether iteration i learns and probes (Python bools): with `run(state, i, 1, phase=...)` the
+        update sits under no `lax.cond` (the CPU loop structure, `tdjax.train.host_loop`)."""
+        return iteration_phase(self.spec, i)
+
+    def example_loss(self, params, target_params, transition):
+        return example_loss(self.spec, params, target_params, transition)
+
+    def learner_update(self, learner, batch, axis_name=None):
+        return learner_update(self.spec, learner, batch, axis_name)
+
+    def output_fn(self, params, x):
+        return output_fn(self.spec)(params, x)
+
+    def q_values(self, params, xs):
+        return q_values(self.spec, params, xs)
+
+    def features(self, params, xs):
+        return features(self.spec, params, xs)
+
+    network = property(lambda self: self.spec.network)
+    head = property(lambda self: self.spec.head)
+    algo = property(lambda self: self.spec.algo)
+    optimizer = property(lambda self: self.spec.optimizer)
+    probe_settings = property(lambda self: self.spec.probe_settings)
+    warmup_iterations = property(lambda self: self.spec.warmup_iterations)
 
 
 def make_agent(config: ValueConfig) -> ValueAgent:
     """Validates `config` (ValueError naming the field and the fix, before any compilation) and
-    builds the agent's pure functions."""
-    _validate(config)
-    c = config
-    algo = ALGOS[c.algo]
-    spec = envs_lib.vec_spec(c.env)
-    head = algo.make_head(c, spec.num_actions)
-    network = _network(c, spec, head)  # checked on abstract shapes: still nothing compiled
-    optimizer = _optimizer(c)
-    d = c.num_devices
-    num_envs = c.num_envs // d
-    env = envs_lib.make_vec(c.env, num_envs, seed=c.env_seed, backend=c.env_backend, options=dict(c.env_options))
-    batch_size = c.batch_size // d
-    slots = c.buffer_size // c.num_envs
-    num_iterations = c.total_steps // (c.num_envs * c.train_frequency)
-    warmup = _warmup_iterations(c)
-    steps_per_iter = c.num_envs * c.train_frequency
-    eps_schedule = optax.linear_schedule(c.eps_start, c.eps_end, max(c.eps_decay_steps, 1))
-    probe_settings = probes_lib.ProbeSettings(
-        rank_eps=float(c.probe_rank_eps), srank_delta=float(c.probe_srank_delta),
-        dormant_tau=float(c.probe_dormant_tau), sign_window=c.probe_sign_window, chunk_size=c.probe_chunk_size,
-    )
-    dummy_obs = jnp.zeros(env.obs_shape, jnp.float32)
-
-    scale = env.obs_scale  # 1/255 for pixels: observations are stored in their own units
-
-    def prep(x):
-        return x if scale == 1.0 else x * scale
-
-    def apply(params, x):
-        return network.apply(params, prep(x))
-
-    def q_values(params, xs):
-        return network.apply(params, prep(xs), method=ValueNetwork.q_values)
-
-    def features(params, xs):
-        return network.apply(params, prep(xs), method=ValueNetwork.features)
-
-    output_fn = scalar_output_fn(apply, "max", distribution=algo.distribution,
-                                 atoms=head.atoms if algo.distribution == "categorical" else None)
-
-    def example_loss(params, target_params, tr: replay_lib.Transition) -> jax.Array:
-        out_tm1 = apply(params, tr.obs)
-        out_t = apply(target_params, tr.next_obs)
-        out_t_online = apply(params, tr.next_obs) if algo.uses_online_next else None
-        return algo.loss(c, head, out_tm1, tr.action, tr.reward, c.gamma * tr.discount, out_t, out_t_online)
-
-    def learner_update(learner: LearnerState, batch: replay_lib.Transition, axis_name: Optional[str] = None):
-        def batch_loss(params):
-            losses = jax.vmap(example_loss, in_axes=(None, None, 0))(params, learner.target_params, batch)
-            if env.always_valid:
-                return jnp.mean(losses)
-            # envpool's reset steps are stored but are not transitions: they get no weight
-            w = batch.valid.astype(losses.dtype)
-            return jnp.sum(losses * w) / jnp.maximum(jnp.sum(w), 1.0)
-
-        params = learner.params
-        if axis_name is not None:
-            # Mark the replicated params as device-varying, so that each device's gradient is its own
-            # shard's (without this, shard_map's AD would already psum the cotangents), then average.
-            params = jax.lax.pcast(params, axis_name, to="varying")
-        loss, grads = jax.value_and_grad(batch_loss)(params)
-        if axis_name is not None:
-            grads, loss = jax.lax.pmean((grads, loss), axis_name)
-        updates, opt_state = optimizer.update(grads, learner.opt_state, learner.params)
-        params = optax.apply_updates(learner.params, updates)
-        return learner._replace(params=params, opt_state=opt_state), loss
-
-    # ---- init --------------------------------------------------------------------------------
-    def init_local(key, axis_name):
-        key = _typed_key(key)
-        k_net, k_actor = jax.random.split(key)
-        params = network.init(k_net, dummy_obs)
-        learner = LearnerState(params=params, target_params=params, opt_state=optimizer.init(params))
-        if axis_name is not None:
-            k_actor = jax.random.fold_in(k_actor, jax.lax.axis_index(axis_name))
-        k_reset, k_base = jax.random.split(k_actor)
-        env_state, obs = env.reset(k_reset)
-        example = replay_lib.Transition(
-            obs=dummy_obs, action=jnp.zeros((), jnp.int32), reward=jnp.zeros((), jnp.float32),
-            discount=jnp.zeros((), jnp.float32), next_obs=dummy_obs, done=jnp.zeros((), bool),
-            valid=jnp.zeros((), bool),
-        )
-        actor = ActorState(
-            key=k_base, env_state=env_state, obs=obs,
-            episode_return=jnp.zeros((num_envs,), jnp.float32),
-            episode_length=jnp.zeros((num_envs,), jnp.int32),
-            replay=replay_lib.init(example, slots, num_envs, env.obs_storage_dtype),
-        )
-        return RunnerState(learner, actor)
-
-    # ---- one iteration ---------------------------------------------------------------------------
-    def act_and_store(params, actor: ActorState, i, k_act, k_env):
-        def vector_step(actor: ActorState, t):
-            eps = eps_schedule((i * c.train_frequency + t) * c.num_envs)
-            k_explore, k_random = jax.random.split(jax.random.fold_in(k_act, t))
-            greedy = jnp.argmax(q_values(params, actor.obs), axis=-1)
-            random = jax.random.randint(k_random, (num_envs,), 0, env.num_actions)
-            explore = jax.random.uniform(k_explore, (num_envs,)) < eps
-            action = jnp.where(explore, random, greedy).astype(jnp.int32)
-            env_state, step = env.step(actor.env_state, jax.random.fold_in(k_env, t), action)
-            done = step.terminated | step.truncated
-            transition = replay_lib.Transition(
-                obs=actor.obs, action=action, reward=step.reward,
-                discount=1.0 - step.terminated.astype(jnp.float32), next_obs=step.next_obs, done=done,
-                valid=step.valid,
-            )
-            # returns are logged per real episode (a game, not an Atari life) in unclipped reward
-            end = step.episode_end
-            ep_return = actor.episode_return + step.raw_reward
-            ep_length = actor.episode_length + step.valid.astype(jnp.int32)
-            ended = (jnp.sum(jnp.where(end, ep_return, 0.0)), jnp.sum(end.astype(jnp.int32)))
-            actor = actor._replace(
-                env_state=env_state, obs=step.obs,
-                episode_return=jnp.where(end, 0.0, ep_return),
-                episode_length=jnp.where(end, 0, ep_length),
-                replay=replay_lib.add(actor.replay, transition),
-            )
-            return actor, (ended, eps)
-
-        actor, ((ret_sum, ret_count), eps) = jax.lax.scan(vector_step, actor, jnp.arange(c.train_frequency))
-        return actor, jnp.sum(ret_sum), jnp.sum(ret_count), eps[0]
-
-    def td_errors(learner: LearnerState, seg: replay_lib.Transition) -> jax.Array:
-        """δ = r + γ d maxₐ Q̄⁻(x′, a) − Q̄(x, a) on [T, E] consecutive transitions (expected Q)."""
-        q_tm1 = q_values(learner.params, seg.obs)
-        q_t = q_values(learner.target_params, seg.next_obs)
-        q_taken = jnp.take_along_axis(q_tm1, seg.action[..., None], axis=-1)[..., 0]
-        return seg.reward + c.gamma * seg.discount * jnp.max(q_t, axis=-1) - q_taken
-
-    def probe(learner: LearnerState, actor: ActorState, key) -> probes_lib.ProbeMetrics:
-        k_batch, k_fresh = jax.random.split(key)
-        batch = replay_lib.sample_distinct(actor.replay, k_batch, c.probe_k)
-        fresh = network.init(k_fresh, dummy_obs)
-        seg = replay_lib.recent(actor.replay, c.probe_sign_steps)
-        return probes_lib.value_probes(
-            probe_settings,
-            loss_fn=lambda p, tr: example_loss(p, learner.target_params, tr),
-            output_fn=output_fn, features_fn=features, optimizer=optimizer,
-            params=learner.params, opt_state=learner.opt_state, batch=batch, probe_xs=batch.obs,
-            fresh_loss_fn=lambda p, tr: example_loss(p, fresh, tr), fresh_params=fresh,
-            td_errors=td_errors(learner, seg), done=seg.done | ~seg.valid,
-        )
-
-    def phase(i: int) -> Tuple[bool, bool]:
-        i = int(i)
-        learning = i >= warmup
-        probed = learning and c.probe_interval > 0 and (i - warmup + 1) % c.probe_interval == 0
-        return learning, probed
-
-    def iteration(state: RunnerState, i, axis_name, static_phase: Optional[Tuple[bool, bool]] = None):
-        """One iteration. `static_phase` (from `phase(i)` for a concrete i) turns the update's and the
-        probe's `lax.cond`s into Python branches; None keeps them traced (inside a scan)."""
-        learner, actor = state
-        k_act, k_env, k_sample, k_probe = jax.random.split(jax.random.fold_in(actor.key, i), 4)
-        actor, ret_sum, ret_count, eps = act_and_store(learner.params, actor, i, k_act, k_env)
-        learning = i >= warmup
-        nan = jnp.full((), jnp.nan, jnp.float32)
-
-        def learn(learner):
-            batch = replay_lib.sample(actor.replay, k_sample, batch_size)
-            q_mean = jnp.mean(jnp.max(q_values(learner.params, batch.obs), axis=-1))
-            if axis_name is not None:
-                q_mean = jax.lax.pmean(q_mean, axis_name)
-            learner, loss = learner_update(learner, batch, axis_name)
-            return learner, loss.astype(jnp.float32), q_mean.astype(jnp.float32)
-
-        def skip(learner):
-            return learner, nan, nan
-
-        if static_phase is None:
-            learner, loss, q_mean = jax.lax.cond(learning, learn, skip, learner)
-        else:
-            learning = jnp.asarray(static_phase[0])
-            learner, loss, q_mean = (learn if static_phase[0] else skip)(learner)
-        updates_done = i - warmup + 1
-        refresh = learning & (updates_done % c.target_update_interval == 0)
-        learner = jax.lax.cond(refresh, lambda l: l._replace(target_params=l.params), lambda l: l, learner)
-
-        if c.probe_interval > 0:
-            def do_probe():
-                m = probe(learner, actor, k_probe)
-                if axis_name is None:
-                    return m
-                # each device probes its own replay shard; report the mean over devices
-                return probes_lib.ProbeMetrics(m.probed, *jax.lax.pmean(tuple(m[1:]), axis_name))
-
-            if static_phase is None:
-                probed = learning & (updates_done % c.probe_interval == 0)
-                probe_metrics = jax.lax.cond(probed, do_probe, probes_lib.empty_probe_metrics)
-            else:
-                probe_metrics = do_probe() if static_phase[1] else probes_lib.empty_probe_metrics()
-        else:
-            probe_metrics = probes_lib.empty_probe_metrics()
-
-        if axis_name is not None:
-            ret_sum, ret_count = jax.lax.psum((ret_sum, ret_count), axis_name)
-        metrics = ValueMetrics(
-            env_steps=((i + 1) * steps_per_iter).astype(jnp.int32), epsilon=jnp.asarray(eps, jnp.float32),
-            learned=learning, loss=loss, q_mean=q_mean, return_sum=ret_sum, return_count=ret_count,
-            probes=probe_metrics,
-        )
-        return RunnerState(learner, actor), metrics
-
-    def run_local(state, start, length, axis_name, static_phase=None):
-        if length == 1:  # no loop around the iteration: XLA:CPU runs convolutions in loops slowly
-            state, m = iteration(state, jnp.asarray(start, jnp.int32), axis_name, static_phase)
-            return state, jax.tree.map(lambda x: x[None], m)
-        idx = jnp.asarray(start, jnp.int32) + jnp.arange(length, dtype=jnp.int32)
-        return jax.lax.scan(lambda s, i: iteration(s, i, axis_name), state, idx)
-
-    # ---- single device or shard_map ---------------------------------------------------------------
-    if d == 1:
-        def init(key):
-            return init_local(key, None)
-
-        def run(state, start, length, phase=None):
-            check_static_phase(phase, length, 2, "ValueAgent")
-            return run_local(state, start, length, None, phase)
-    else:
-        mesh = jax.make_mesh((d,), (AXIS,), axis_types=(jax.sharding.AxisType.Auto,))
-        spec = RunnerState(learner=P(), actor=P(AXIS))
-
-        def add_axis(s):
-            return s._replace(actor=jax.tree.map(lambda x: x[None], s.actor))
-
-        def drop_axis(s):
-            return s._replace(actor=jax.tree.map(lambda x: x[0], s.actor))
-
-        def init(key):
-            return jax.shard_map(lambda k: add_axis(init_local(k, AXIS)), mesh=mesh, in_specs=P(),
-                                 out_specs=spec)(_typed_key(key))
-
-        def run(state, start, length, phase=None):
-            check_static_phase(phase, length, 2, "ValueAgent")
-
-            def body(s, st):
-                s, m = run_local(drop_axis(s), st, length, AXIS, phase)
-                return add_axis(s), m
-
-            return jax.shard_map(body, mesh=mesh, in_specs=(spec, P()), out_specs=(spec, P()))(
-                state, jnp.asarray(start, jnp.int32))
-
-    def reattach_env(state: RunnerState) -> RunnerState:
-        if env.jittable:
-            return state
-        env_state, obs = env.reset(state.actor.key)
-        zeros = jnp.zeros((num_envs,), jnp.float32)
-        return state._replace(actor=state.actor._replace(
-            env_state=env_state, obs=obs, episode_return=zeros, episode_length=zeros.astype(jnp.int32)))
-
-    return ValueAgent(
-        config=c, env=env, network=network, head=head, algo=algo, optimizer=optimizer,
-        num_iterations=num_iterations, warmup_iterations=warmup, init=init, run=run, phase=phase,
-        example_loss=example_loss, learner_update=learner_update, output_fn=output_fn,
-        q_values=q_values, features=features, probe_settings=probe_settings,
-        steps_per_iteration=steps_per_iter, reattach_env=reattach_env,
-    )
-
-
-def make_train(config: ValueConfig) -> Callable[[jax.Array], Tuple[RunnerState, ValueMetrics]]:
-    """`train(key) -> (final RunnerState, ValueMetrics stacked [num_iterations])`, one jittable function.
-
-    The config is validated here, before anything is traced: a bad field raises ValueError naming it
-    and the fix. Run many seeds at once with `jax.jit(jax.vmap(train))(jax.random.split(key, n))`.
-
-    Example (CartPole, a few seconds):
-      >>> import jax
-      >>> cfg = ValueConfig(env="CartPole-v1", total_steps=2_000, learning_starts=200, batch_size=32,
-      ...                   buffer_size=1_000)
-      >>> state, metrics = jax.jit(make_train(cfg))(jax.random.key(0))
-      >>> metrics.loss.shape                 # one entry per iteration (4 env steps + 1 update)
-      (500,)
-    """
-    agent = make_agent(config)
-
-    def train(key: jax.Array) -> Tuple[RunnerState, ValueMetrics]:
-        return agent.run(agent.init(key), 0, agent.num_iterations)
-
-    return train
+    builds the agent (`tdjax.train.make_agent` dispatches here for a ValueConfig)."""
+    spec = build_spec(config)
+    init, run = core.build_loop(spec, init_local, iteration, per_device=("actor",), phase_size=2)
+    return ValueAgent(spec, init, run)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -733,20 +628,7 @@ def summarise(metrics: ValueMetrics) -> dict:
         "episodes": count,
         "return_mean": float(m.return_sum.sum() / count) if count else float("nan"),
     }
-    probed = m.probes.probed.astype(bool)
-    for name in probes_lib.ProbeMetrics._fields[1:]:
-        vals = getattr(m.probes, name)[probed]
-        out[f"probe_{name}"] = float(np.nanmean(vals)) if vals.size and np.isfinite(vals).any() else float("nan")
-    return out
+    return dict(out, **core.probe_means(m.probes))
 
 
-def mean_return(metrics: ValueMetrics, last: Optional[int] = None) -> np.ndarray:
-    """Mean return of the episodes that ended in the last `last` iterations (all if None); [...] per seed."""
-    s = np.asarray(metrics.return_sum)
-    n = np.asarray(metrics.return_count)
-    if last is not None:
-        s, n = s[..., -last:], n[..., -last:]
-    return s.sum(-1) / np.maximum(n.sum(-1), 1)
-
-
-core.register_family(ValueConfig, core.Family("value_based", make_agent, summarise, mean_return))
+core.register_family(ValueConfig, core.Family("value_based", make_agent, summarise, core.mean_return))
