@@ -43,11 +43,11 @@ def test_step_matches_raw_gymnax_step(name):
             s, rs = carry
             k = jax.random.fold_in(key, t)
             a = t % env.num_actions
-            s, out = env.step(k, s, a)
+            s, out = env.step(s, k, a)
             r_obs, rs, r_rew, r_term, r_trunc, info = raw.step(k, rs, a, params)
             return (s, rs), (out, (r_obs, r_rew, r_term, info["final_observation"]))
 
-        _, s = env.reset(key)
+        s, _ = env.reset(key)
         _, rs = raw.reset(key, params)
         return jax.lax.scan(one, (s, rs), jnp.arange(300))[1]
 
@@ -57,6 +57,9 @@ def test_step_matches_raw_gymnax_step(name):
     np.testing.assert_array_equal(out.next_obs, r_final)
     np.testing.assert_array_equal(out.reward, r_rew)
     np.testing.assert_array_equal(out.terminated, r_term)
+    np.testing.assert_array_equal(out.raw_reward, r_rew)
+    np.testing.assert_array_equal(out.episode_end, out.terminated | out.truncated)
+    assert np.asarray(out.valid).all()
     assert np.asarray(out.terminated | out.truncated).any()  # episodes ended (and were reset) in 300 steps
     if env.obs_storage_dtype == jnp.uint8:  # MinAtar maps are binary: uint8 replay storage is exact
         assert set(np.unique(np.asarray(out.obs)).tolist()) <= {0.0, 1.0}
@@ -65,9 +68,9 @@ def test_step_matches_raw_gymnax_step(name):
 def test_auto_reset_and_truncation():
     env = envs.make("CartPole-v1")
     step = jax.jit(env.step)
-    obs, s = env.reset(jax.random.key(0))
+    s, obs = env.reset(jax.random.key(0))
     for t in range(200):  # always pushing right topples the pole
-        s, out = step(jax.random.key(t), s, 1)
+        s, out = step(s, jax.random.key(t), 1)
         if out.terminated:
             break
     assert out.terminated and not out.truncated
@@ -75,10 +78,10 @@ def test_auto_reset_and_truncation():
     assert np.all(np.abs(np.asarray(out.obs)) <= 0.05)  # a fresh episode
 
     short = dataclasses.replace(env, _params=env._params.replace(max_steps_in_episode=5))
-    obs, s = short.reset(jax.random.key(1))
+    s, obs = short.reset(jax.random.key(1))
     flags = []
     for t in range(5):
-        s, out = jax.jit(short.step)(jax.random.key(t), s, t % 2)
+        s, out = jax.jit(short.step)(s, jax.random.key(t), t % 2)
         flags.append((bool(out.terminated), bool(out.truncated)))
     assert flags == [(False, False)] * 4 + [(False, True)]
 

@@ -83,11 +83,11 @@ def test_gymnax_vec_is_vmapped_env():
     venv = envs.make_vec("CartPole-v1", 4)
     env = envs.make("CartPole-v1")
     state, obs = jax.jit(venv.reset)(jax.random.key(3))
-    ref_obs, ref_state = jax.vmap(env.reset)(jax.random.split(jax.random.key(3), 4))
+    ref_state, ref_obs = jax.vmap(env.reset)(jax.random.split(jax.random.key(3), 4))
     np.testing.assert_allclose(obs, ref_obs, rtol=1e-6, atol=1e-7)
     a = jnp.array([0, 1, 1, 0], jnp.int32)
     state, s = jax.jit(venv.step)(state, jax.random.key(4), a)
-    _, r = jax.vmap(env.step)(jax.random.split(jax.random.key(4), 4), ref_state, a)
+    _, r = jax.vmap(env.step)(ref_state, jax.random.split(jax.random.key(4), 4), a)
     np.testing.assert_allclose(s.obs, r.obs, rtol=1e-6, atol=1e-7)
     assert s.valid.all() and venv.jittable and venv.always_valid
 

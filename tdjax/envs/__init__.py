@@ -16,11 +16,10 @@ from tdjax.envs._gymnax import make as make
 from tdjax.envs._gymnax import spec as spec
 from tdjax.envs._vec import ATARI_DEFAULTS as ATARI_DEFAULTS
 from tdjax.envs._vec import VecEnv as VecEnv
-from tdjax.envs._vec import VecStep as VecStep
 from tdjax.envs._vec import check_env_name as check_env_name
 from tdjax.envs._vec import is_envpool_name as is_envpool_name
 from tdjax.envs._vec import make_vec as make_vec
 from tdjax.envs._vec import vec_spec as vec_spec
 
-__all__ = ["ATARI_DEFAULTS", "ENV_NAMES", "EnvSpec", "EnvStep", "JaxEnv", "VecEnv", "VecStep", "check_env_name",
+__all__ = ["ATARI_DEFAULTS", "ENV_NAMES", "EnvSpec", "EnvStep", "JaxEnv", "VecEnv", "check_env_name",
            "check_name", "is_envpool_name", "make", "make_envpool", "make_vec", "spec", "vec_spec"]

@@ -43,14 +43,18 @@ def spec(name: str) -> EnvSpec:
 
 
 class EnvStep(NamedTuple):
-    """What one step of ONE environment returns (batch with jax.vmap)."""
+    """What one environment step returns: of ONE environment (`JaxEnv.step`), or of E environments
+    with a leading [E] axis on every field (`tdjax.envs.VecEnv.step`). The one step type of tdjax."""
 
-    obs: jax.Array  # shape=obs_shape, float32. Observation to act on next (after auto-reset).
-    reward: jax.Array  # shape=(), float32. rₜ₊₁.
-    terminated: jax.Array  # shape=(), bool. The MDP ended: no bootstrap from next_obs.
+    obs: jax.Array  # shape=obs_shape, float32. Observation to act on next (after an auto-reset).
+    reward: jax.Array  # shape=(), float32. rₜ₊₁ as the agent should learn it (clipped for Atari).
+    terminated: jax.Array  # shape=(), bool. The (TD) episode ended: no bootstrap from next_obs.
     truncated: jax.Array  # shape=(), bool. Time limit: the episode ended but next_obs has a value.
     next_obs: jax.Array  # shape=obs_shape, float32. The true successor xₜ₊₁ (the final observation
     #                       when the episode ended, before the reset that produced `obs`).
+    valid: jax.Array  # shape=(), bool. A transition of the MDP (False on envpool's reset steps).
+    episode_end: jax.Array  # shape=(), bool. A real episode (game) ended: log its return.
+    raw_reward: jax.Array  # shape=(), float32. Unclipped reward, for logging returns.
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -74,21 +78,23 @@ class JaxEnv:
     _env: Any = dataclasses.field(repr=False)
     _params: Any = dataclasses.field(repr=False)
 
-    def reset(self, key: jax.Array) -> Tuple[jax.Array, Any]:
-        """(obs [obs_shape] float32, env_state) for a new episode."""
+    def reset(self, key: jax.Array) -> Tuple[Any, jax.Array]:
+        """(env_state, obs [obs_shape] float32) for a new episode (the argument order of every tdjax
+        environment: state first)."""
         obs, state = self._env.reset(key, self._params)
-        return obs.astype(jnp.float32), state
+        return state, obs.astype(jnp.float32)
 
-    def step(self, key: jax.Array, state: Any, action: jax.Array) -> Tuple[Any, EnvStep]:
+    def step(self, state: Any, key: jax.Array, action: jax.Array) -> Tuple[Any, EnvStep]:
         """One step; when the episode ends the environment resets itself (the new state and `obs`
         belong to the next episode, `next_obs` is the final observation of the old one)."""
         obs, state, reward, terminated, truncated, info = self._env.step(key, state, action, self._params)
+        terminated = jnp.asarray(terminated, bool)
+        truncated = jnp.asarray(truncated, bool) & ~terminated
+        reward = jnp.asarray(reward, jnp.float32)
         step = EnvStep(
-            obs=obs.astype(jnp.float32),
-            reward=jnp.asarray(reward, jnp.float32),
-            terminated=jnp.asarray(terminated, bool),
-            truncated=jnp.asarray(truncated, bool) & ~jnp.asarray(terminated, bool),
-            next_obs=info["final_observation"].astype(jnp.float32),
+            obs=obs.astype(jnp.float32), reward=reward, terminated=terminated, truncated=truncated,
+            next_obs=info["final_observation"].astype(jnp.float32), valid=jnp.ones((), bool),
+            episode_end=terminated | truncated, raw_reward=reward,
         )
         return state, step
 
@@ -110,8 +116,8 @@ def make(name: str) -> JaxEnv:
       >>> env = make("Breakout-MinAtar")
       >>> env.obs_shape, env.num_actions
       ((10, 10, 4), 3)
-      >>> obs, state = env.reset(jax.random.key(0))
-      >>> state, step = jax.jit(env.step)(jax.random.key(1), state, 0)
+      >>> state, obs = env.reset(jax.random.key(0))
+      >>> state, step = jax.jit(env.step)(state, jax.random.key(1), 0)
       >>> step.obs.dtype
       dtype('float32')
     """

@@ -3,7 +3,7 @@
 A `VecEnv` steps E environments together:
 
   state, obs = venv.reset(key)                  # obs [E, *obs_shape] float32
-  state, step = venv.step(state, key, action)   # action [E] int32; every VecStep field [E, ...]
+  state, step = venv.step(state, key, action)   # action [E] int32; every EnvStep field [E, ...]
 
 Two kinds sit behind it:
 
@@ -15,7 +15,7 @@ Two kinds sit behind it:
     environments are seeded at construction (`seed`), live outside JAX, and cannot be vmapped over.
 
 envpool resets an environment on the call AFTER the one that ended its episode: that call ignores
-the action and returns the first observation of the next episode with reward 0. `VecStep.valid` is
+the action and returns the first observation of the next episode with reward 0. `EnvStep.valid` is
 False for exactly those steps, so a loop can drop them (they are not transitions of the MDP).
 `episode_end` marks the end of a real episode (with Atari's `episodic_life`, a lost life terminates
 the TD episode but not the game), and `raw_reward` is the unclipped reward, for logging returns.
@@ -39,27 +39,15 @@ import numpy as np
 
 from tdjax.envs import _envpool
 from tdjax.envs import _gymnax
+from tdjax.envs._gymnax import EnvStep
 
-__all__ = ["VecStep", "VecEnv", "make_vec", "vec_spec", "check_env_name", "is_envpool_name",
+__all__ = ["VecEnv", "make_vec", "vec_spec", "check_env_name", "is_envpool_name",
            "ATARI_DEFAULTS"]
 
 ATARI_DEFAULTS: Dict[str, Any] = {"episodic_life": True, "reward_clip": True}
 """envpool options tdjax sets for Atari unless given: the usual DQN preprocessing. envpool itself
 does the rest of it by default (no-op starts, frame skip 4 with max-pooling, grey 84×84, 4 stacked
 frames, sticky actions p = 0.25 for `-v5`, 108k-frame time limit)."""
-
-
-class VecStep(NamedTuple):
-    """One step of E environments; every field has a leading [E] axis."""
-
-    obs: jax.Array  # [E, *obs_shape] float32. Observation to act on next.
-    reward: jax.Array  # [E] float32. rₜ₊₁ as the agent should learn it (clipped for Atari).
-    terminated: jax.Array  # [E] bool. The (TD) episode ended: no bootstrap from next_obs.
-    truncated: jax.Array  # [E] bool. Time limit; next_obs still has a value.
-    next_obs: jax.Array  # [E, *obs_shape] float32. xₜ₊₁ (the final observation if the episode ended).
-    valid: jax.Array  # [E] bool. This is a transition of the MDP (False on envpool's reset steps).
-    episode_end: jax.Array  # [E] bool. A real episode (game) ended here: log its return.
-    raw_reward: jax.Array  # [E] float32. Unclipped reward, for logging returns.
 
 
 class VecSpec(NamedTuple):
@@ -99,7 +87,7 @@ class VecEnv:
     def reset(self, key: jax.Array) -> Tuple[Any, jax.Array]:
         raise NotImplementedError
 
-    def step(self, state: Any, key: jax.Array, action: jax.Array) -> Tuple[Any, VecStep]:
+    def step(self, state: Any, key: jax.Array, action: jax.Array) -> Tuple[Any, EnvStep]:
         raise NotImplementedError
 
 
@@ -108,14 +96,10 @@ class _GymnaxVec(VecEnv):
     env: Any = None  # tdjax.envs.JaxEnv
 
     def reset(self, key):
-        obs, state = jax.vmap(self.env.reset)(jax.random.split(key, self.num_envs))
-        return state, obs
+        return jax.vmap(self.env.reset)(jax.random.split(key, self.num_envs))
 
     def step(self, state, key, action):
-        state, s = jax.vmap(self.env.step)(jax.random.split(key, self.num_envs), state, action)
-        return state, VecStep(obs=s.obs, reward=s.reward, terminated=s.terminated, truncated=s.truncated,
-                              next_obs=s.next_obs, valid=jnp.ones_like(s.terminated),
-                              episode_end=s.terminated | s.truncated, raw_reward=s.reward)
+        return jax.vmap(self.env.step)(state, jax.random.split(key, self.num_envs), action)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -180,7 +164,7 @@ class _EnvpoolVec(VecEnv):
         trunc = jnp.asarray(trunc).astype(bool) & ~term
         done = term | trunc
         valid = ~prev_done
-        step = VecStep(
+        step = EnvStep(
             obs=obs, reward=jnp.asarray(rew, jnp.float32), terminated=term, truncated=trunc, next_obs=obs,
             valid=valid, episode_end=trunc | (term & (jnp.asarray(lives) <= 0)),
             raw_reward=jnp.asarray(raw, jnp.float32),
