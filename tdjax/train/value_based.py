@@ -102,55 +102,54 @@ class ValueConfig:
 
     env: str = "CartPole-v1"  # a gymnax name (tdjax.envs.ENV_NAMES) or an envpool id ("Pong-v5")
     # envpool only (Atari, ProcGen): seed, how it is stepped inside jit, extra envpool.make options
-    env_seed: int = 0
+    env_seed: int = 0  # envpool only: the environments' seed (gymnax envs are seeded by the run's key)
     env_backend: str = "xla"  # "xla" (envpool's XLA custom call) | "host" (ordered io_callback)
     env_options: Tuple[Tuple[str, Any], ...] = ()  # e.g. (("episodic_life", False),)
     algo: str = "dqn"  # "dqn" | "double_dqn" | "c51" | "qr_dqn"
     network: str = "auto"  # "auto" | "mlp" | "minatar_cnn" | "nature_cnn" | "impala_cnn"
     hidden: Tuple[int, ...] = (64, 64)  # MLP torso widths (network="mlp")
-    num_envs: int = 4
-    total_steps: int = 50_000
-    buffer_size: int = 10_000
-    batch_size: int = 64
-    learning_starts: int = 1_000
+    num_envs: int = 4  # environments stepped together (split over num_devices)
+    total_steps: int = 50_000  # length of the run
+    buffer_size: int = 10_000  # replay capacity (a multiple of num_envs)
+    batch_size: int = 64  # minibatch of one gradient update (split over num_devices)
+    learning_starts: int = 1_000  # steps collected before the first update
     train_frequency: int = 1  # vectorised env steps per gradient update
-    target_update_interval: int = 250
-    gamma: float = 0.99
+    target_update_interval: int = 250  # updates between copies of θ into the target network θ⁻
+    gamma: float = 0.99  # discount γ
     # optimizer
-    optimizer: str = "adam"  # "adam" | "rmsprop"
-    lr: float = 1e-3
-    adam_eps: float = 1e-8
-    rmsprop_decay: float = 0.95
-    rmsprop_eps: float = 0.01
-    rmsprop_centered: bool = True
+    optimizer: str = "adam"  # "adam" | "rmsprop", after global-norm clipping
+    lr: float = 1e-3  # learning rate
+    adam_eps: float = 1e-8  # Adam's ε
+    rmsprop_decay: float = 0.95  # RMSProp's decay of the squared-gradient average
+    rmsprop_eps: float = 0.01  # RMSProp's ε
+    rmsprop_centered: bool = True  # RMSProp divides by the variance, not the second moment
     max_grad_norm: Optional[float] = 10.0  # None: no clipping
     # ε-greedy: linear from eps_start to eps_end over eps_decay_steps env steps
-    eps_start: float = 1.0
-    eps_end: float = 0.05
-    eps_decay_steps: int = 10_000
+    eps_start: float = 1.0  # ε-greedy: ε at step 0, falling linearly to eps_end
+    eps_end: float = 0.05  # ε after eps_decay_steps
+    eps_decay_steps: int = 10_000  # steps over which ε falls from eps_start to eps_end
     # distributional heads
-    n_atoms: int = 51
-    v_min: float = -10.0
-    v_max: float = 10.0
-    n_quantiles: int = 200
-    qr_kappa: float = 1.0
+    n_atoms: int = 51  # C51: atoms of the categorical return distribution
+    v_min: float = -10.0  # C51: smallest atom
+    v_max: float = 10.0  # C51: largest atom
+    n_quantiles: int = 200  # QR-DQN: quantiles per action
+    qr_kappa: float = 1.0  # QR-DQN: Huber threshold κ of the quantile loss
     # probes (Lyle et al. 2022 §5.1, App. B.1; Bengio et al. 2020 §5)
     probe_interval: int = 0  # updates between probes; 0 disables them
     probe_k: int = 32  # transitions in the update matrix
-    probe_rank_eps: float = 0.1
-    probe_srank_delta: float = 0.01
-    probe_dormant_tau: float = 0.025
-    probe_sign_window: int = 5
+    probe_rank_eps: float = 0.1  # update rank: singular values kept until 1 − ε of the spectrum (Lyle App. B.1)
+    probe_srank_delta: float = 0.01  # srank_δ of the features (Kumar et al. 2021)
+    probe_dormant_tau: float = 0.025  # τ of the dormant-neuron fraction (Sokar et al. 2023)
+    probe_sign_window: int = 5  # window of the TD-error sign variance (Bengio et al. 2020 §5.2)
     probe_sign_steps: int = 32  # recent steps per environment for the TD-sign variance
     probe_chunk_size: Optional[int] = None  # examples per vmapped chunk inside the probes
     # checkpointing (train_with_checkpoints)
     checkpoint_interval: int = 1_000  # iterations per jitted chunk / checkpoint
-    # devices (tdjax.train.mesh): one run split over num_devices ("data"); seeds spread over seed_devices
-    num_devices: int = 1
-    seed_devices: int = 1
-    # loop structure, not maths: "scan" (one XLA program, the accelerator path) or "host" (one jitted
-    # iteration per call with static phases: faster for CNN agents on XLA:CPU; tdjax.train.host_loop)
-    loop: str = "scan"
+    # devices (tdjax.train.mesh)
+    num_devices: int = 1  # devices ONE run is split over (mesh axis "data")
+    seed_devices: int = 1  # devices the seeds of tdjax.train.train_seeds are spread over (mesh axis "seeds")
+    # loop structure, not maths: "host" is faster for CNN agents on XLA:CPU, "scan" everywhere else
+    loop: str = "scan"  # "scan" (one XLA program) | "host" (the CPU loop structure, tdjax.train.host_loop)
 
 
     def replace(self, **changes: Any) -> "ValueConfig":
