@@ -345,7 +345,8 @@ def test_real_atari_stream_matches_whole_transition_buffer():
         venv = envs.make_vec("Breakout-v5", 2, seed=3, options={"max_episode_steps": 30})
     except Exception as err:  # noqa: BLE001 - any failure to load envpool's Atari skips, with its reason
         pytest.skip(f"envpool Atari cannot load here: {err}")
-    assert venv.frame_stack == 4 and venv.obs_shape == (84, 84, 4) and not venv.always_valid
+    assert venv.frame_stack == envs.vec_spec("Breakout-v5").frame_stack == 4 and venv.obs_shape == (84, 84, 4)
+    assert not venv.always_valid and envs.vec_spec("Breakout-MinAtar").frame_stack == 1
     num_envs, steps, capacity = 2, 70, 20
     env_state, obs = venv.reset(jax.random.key(0))
     step = jax.jit(venv.step)
