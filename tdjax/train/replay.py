@@ -14,7 +14,7 @@ Two layouts, chosen at `init` by what the stream guarantees (docs/replay.md):
     rebuilt from the previous slots, and a per-slot `depth` (how many earlier slots the stack reaches
     into; older positions repeat the oldest frame, as envpool pads a new episode) stops stacks at
     episode starts. The newest slot's xₜ₊₁ is kept whole in `last_obs`. Atari: one 84×84 frame
-    (7,056 bytes) plus 15 bytes per transition, instead of 2 × 28,224.
+    (7,056 bytes) plus 16 bytes per transition, instead of 2 × 28,224 + 14.
   * `next_obs_follows=False` (gymnax, the default): auto-reset inside `step` makes xₜ₊₁ differ from
     the next slot's obs at episode ends, so next_obs is stored densely beside obs (MinAtar: 2 × 400
     bytes, fine for observations that small). Frames are not stacked (`frame_stack=1`).
