@@ -56,6 +56,7 @@ class VecSpec(NamedTuple):
     obs_storage_dtype: Any
     obs_scale: float
     jittable: bool
+    frame_stack: int = 1  # frames stacked along the last obs axis (4 for envpool Atari).
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -72,6 +73,8 @@ class VecEnv:
       jittable: pure JAX (can be vmapped over seeds and checkpointed bit-for-bit).
       always_valid: every step is a transition (no envpool reset steps).
       max_episode_steps: time limit after which an episode is truncated.
+      frame_stack: frames stacked along the last observation axis, oldest first (4 for envpool Atari,
+        1 otherwise); a replay buffer stores each frame once (`tdjax.train.replay.init`).
     """
 
     name: str
@@ -83,6 +86,7 @@ class VecEnv:
     jittable: bool
     always_valid: bool
     max_episode_steps: int
+    frame_stack: int = 1
 
     def reset(self, key: jax.Array) -> Tuple[Any, jax.Array]:
         raise NotImplementedError
@@ -226,7 +230,8 @@ def vec_spec(name: str) -> VecSpec:
     envpool = importlib.import_module("envpool")
     sp = envpool.make_spec(name)
     c, h, w = sp.observation_space.shape
-    return VecSpec((h, w, c), int(sp.action_space.n), jnp.uint8, 1.0 / 255.0, False)
+    stack = int(getattr(sp.config, "stack_num", 1)) if name.endswith("-v5") else 1
+    return VecSpec((h, w, c), int(sp.action_space.n), jnp.uint8, 1.0 / 255.0, False, stack)
 
 
 def make_vec(name: str, num_envs: int, *, seed: int = 0, backend: str = "xla",
@@ -270,5 +275,6 @@ def make_vec(name: str, num_envs: int, *, seed: int = 0, backend: str = "xla",
         xla = (handle, step)
     return _EnvpoolVec(name=name, num_envs=num_envs, obs_shape=s.obs_shape, num_actions=s.num_actions,
                        obs_storage_dtype=jnp.uint8, obs_scale=s.obs_scale, jittable=False, always_valid=False,
-                       max_episode_steps=int(pool.spec.config.max_episode_steps), pool=pool, backend=backend,
-                       xla_step=xla)
+                       max_episode_steps=int(pool.spec.config.max_episode_steps),
+                       frame_stack=int(getattr(pool.spec.config, "stack_num", 1)) if name.endswith("-v5") else 1,
+                       pool=pool, backend=backend, xla_step=xla)
