@@ -37,12 +37,13 @@ def _assert_trees_equal(a, b):
 
 def test_save_load_roundtrip_with_typed_keys(tmp_path):
     tree = {"k": jax.random.split(jax.random.key(3), 2), "x": np.arange(6.0).reshape(2, 3), "n": np.int32(4)}
-    save_checkpoint(tmp_path / "c.npz", tree, {"iteration": 5})
-    back, meta = load_checkpoint(tmp_path / "c.npz", jax.eval_shape(lambda: tree))
+    save_checkpoint(tmp_path / "c", tree, {"iteration": 5})
+    back, meta = load_checkpoint(tmp_path / "c", jax.eval_shape(lambda: tree))
     assert meta["iteration"] == 5
     _assert_trees_equal(tree, back)
+    assert jax.dtypes.issubdtype(back["k"].dtype, jax.dtypes.prng_key)
     with pytest.raises(ValueError, match="another config"):
-        load_checkpoint(tmp_path / "c.npz", {"x": np.zeros((2, 3))})
+        load_checkpoint(tmp_path / "c", {"x": np.zeros((2, 3))})
 
 
 def test_resume_after_kill_is_bit_identical(tmp_path):
@@ -55,8 +56,7 @@ def test_resume_after_kill_is_bit_identical(tmp_path):
 
     with pytest.raises(_Killed):
         train_with_checkpoints(CFG, key, tmp_path / "cut", progress=False, on_chunk=kill_after_two)
-    _, meta = load_checkpoint(tmp_path / "cut" / "checkpoint.npz",
-                              jax.eval_shape(lambda: full_state))
+    _, meta = load_checkpoint(tmp_path / "cut", jax.eval_shape(lambda: full_state))
     assert meta["iteration"] == 200
     # a metrics file from beyond the checkpoint (as a kill between the two writes leaves) is dropped
     stale = tmp_path / "cut" / "metrics" / "0000000250.npz"
@@ -104,9 +104,9 @@ def test_many_seeds_checkpointed(tmp_path):
 def test_nan_loss_stops_and_names_step_and_checkpoint(tmp_path):
     # chunk 1 is warm-up only (saved); the absurd step size makes the loss overflow in chunk 2
     cfg = CFG.replace(lr=1e30, max_grad_norm=None, checkpoint_interval=16)
-    with pytest.raises(FloatingPointError, match=r"iteration (1[6-9]|2\d).*checkpoint\.npz \(iteration 16\)"):
+    with pytest.raises(FloatingPointError, match=r"iteration (1[6-9]|2\d).*checkpoints/16 \(iteration 16\)"):
         train_with_checkpoints(cfg, jax.random.key(0), tmp_path, progress=False)
-    _, meta = load_checkpoint(tmp_path / "checkpoint.npz", jax.eval_shape(make_agent(cfg).init, jax.random.key(0)))
+    _, meta = load_checkpoint(tmp_path, jax.eval_shape(make_agent(cfg).init, jax.random.key(0)))
     assert meta["iteration"] == 16
 
 
