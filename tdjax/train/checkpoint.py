@@ -169,7 +169,10 @@ def load_checkpoint(path: str | Path, template: Any, shardings: Any = None) -> T
     """
     found, kind = _find_checkpoint(Path(path).absolute())
     if kind == "npz":
-        return _load_npz(found, template)
+        state, meta = _load_npz(found, template)
+        target = _target(template, shardings)
+        return jax.tree.map(lambda x, t: x if t.sharding is None else jax.device_put(x, t.sharding),
+                            state, target), meta
     ocp = _ocp()
     with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
         meta = ckptr.restore(found, args=ocp.args.Composite(**{_META: ocp.args.JsonRestore()}))[_META]
@@ -364,7 +367,7 @@ def train_with_checkpoints(
             template = jax.eval_shape(init, keys)
             where = root / str(latest) if latest is not None else legacy
             # restore straight into the placement a fresh init would have (e.g. sharded over a mesh)
-            shardings = init.lower(keys).compile().output_shardings if latest is not None else None
+            shardings = init.lower(keys).compile().output_shardings
             state, meta = load_checkpoint(where, template, shardings)
             _check_identity(meta, identity, where)
             start, last_good = int(meta["iteration"]), where
