@@ -129,9 +129,15 @@ def test_resume_after_kill_is_bit_identical(tmp_path, reference):
 
 def test_retention_keeps_the_last_n(tmp_path, reference):
     for keep, want in ((1, ["400"]), (3, ["200", "300", "400"]), (None, ["100", "200", "300", "400"])):
-        state, _ = train_with_checkpoints(CFG, jax.random.key(0), tmp_path / str(keep), progress=False,
+        run, reported = tmp_path / str(keep), []
+
+        def on_chunk(iteration):  # a chunk is reported only once its checkpoint is complete
+            assert str(iteration) in _steps(run), (iteration, _steps(run))
+            reported.append(iteration)
+
+        state, _ = train_with_checkpoints(CFG, jax.random.key(0), run, progress=False, on_chunk=on_chunk,
                                           keep_last=keep, async_save=keep != 3)
-        assert _steps(tmp_path / str(keep)) == want
+        assert _steps(run) == want and reported == [100, 200, 300, 400]
         _assert_trees_equal(reference[1], state)
     with pytest.raises(ValueError, match="keep_last=0 must be a positive int"):
         train_with_checkpoints(CFG, jax.random.key(0), tmp_path / "zero", progress=False, keep_last=0)

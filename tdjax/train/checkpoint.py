@@ -255,7 +255,9 @@ def _jitted_init(agent: Any, batched: bool) -> Callable:
 
 @functools.lru_cache(maxsize=32)
 def _chunk_runner(agent: Any, batched: bool, length: int) -> Callable:
-    """jit(run iterations start..start+length−1), cached so repeated or resumed runs compile once."""
+    """jit(run iterations start..start+length−1), cached so repeated or resumed runs compile once.
+
+    No buffer donation: an asynchronous save may still be reading the previous state's arrays."""
 
     def run(state, start):
         if batched:
