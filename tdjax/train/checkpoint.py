@@ -281,9 +281,9 @@ def _drop_stale_files(directory: Path, metrics_dir: Path, start: int) -> None:
     for stale in metrics_dir.glob("*.npz"):
         if int(stale.stem) >= start:
             stale.unlink()
-    for folder in (directory, metrics_dir):
-        for tmp in folder.glob(".*.tmp"):  # tdjax.report.atomic_write_bytes' temporary files
-            tmp.unlink(missing_ok=True)
+    # tdjax.report.atomic_write_bytes' temporary files: .<name>.<random>.tmp
+    for tmp in [*directory.glob(".metrics.csv.*.tmp"), *metrics_dir.glob(".*.npz.*.tmp")]:
+        tmp.unlink(missing_ok=True)
 
 
 def _check_identity(meta: dict, identity: dict, where: Path) -> None:
