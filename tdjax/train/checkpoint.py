@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tdjax.report import atomic_write_bytes, save_csv
+from tdjax.train.core import batched_run, family_of, make_agent, run_iterations
 
 __all__ = ["save_checkpoint", "load_checkpoint", "train_with_checkpoints", "CHECKPOINTS", "LEGACY_CHECKPOINT"]
 
@@ -236,35 +237,14 @@ def _read_rows(path: Path, upto: int) -> list:
         return [r for r in csv.DictReader(f) if int(r["iteration"]) <= upto]
 
 
-def _family(config: Any) -> Any:
-    """The loop family of `config`: it provides `make_agent(config)` and `summarise(metrics)`."""
-    from tdjax.train.core import family_of
-
-    return family_of(config)
-
-
 @functools.lru_cache(maxsize=8)
 def _agent(config: Any) -> Any:
-    return _family(config).make_agent(config)
+    return make_agent(config)
 
 
 @functools.lru_cache(maxsize=16)
 def _jitted_init(agent: Any, batched: bool) -> Callable:
     return jax.jit(jax.vmap(agent.init) if batched else agent.init)
-
-
-@functools.lru_cache(maxsize=32)
-def _chunk_runner(agent: Any, batched: bool, length: int) -> Callable:
-    """jit(run iterations start..start+length−1), cached so repeated or resumed runs compile once.
-
-    No buffer donation: an asynchronous save may still be reading the previous state's arrays."""
-
-    def run(state, start):
-        if batched:
-            return jax.vmap(lambda s: agent.run(s, start, length))(state)
-        return agent.run(state, start, length)
-
-    return jax.jit(run)
 
 
 def _progress(total: int, initial: int, enabled: bool):
@@ -342,7 +322,7 @@ def train_with_checkpoints(
         raise ValueError(f"train_with_checkpoints: keep_last={keep_last!r} must be a positive int (or None to keep "
                          "every checkpoint); the default keeps the last 2.")
     ocp = _ocp()
-    family = _family(config)
+    family = family_of(config)
     directory = Path(directory).absolute()
     key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
     keys = key if _is_key(key) else jax.random.wrap_key_data(key)
@@ -351,7 +331,8 @@ def train_with_checkpoints(
     num_iterations, chunk = agent.num_iterations, config.checkpoint_interval
 
     def run_chunk(state, start, length):
-        return _chunk_runner(agent, batched, length)(state, jnp.asarray(start, jnp.int32))
+        # no buffer donation: an asynchronous save may still be reading the previous state's arrays
+        return run_iterations(agent, state, start, length, batched=batched, donate=False)
 
     root = directory / CHECKPOINTS
     legacy = directory / LEGACY_CHECKPOINT
@@ -443,7 +424,7 @@ def _run_chunks(agent, family, config, keys, batched, manager, run_chunk, state,
             bar.close()
 
     if new_treedef is None:
-        shapes = jax.eval_shape(_chunk_runner(agent, batched, 1), state, jnp.zeros((), jnp.int32))[1]
+        shapes = jax.eval_shape(batched_run(agent, batched, 1), state, jnp.zeros((), jnp.int32))[1]
         new_treedef = jax.tree_util.tree_structure(shapes)
     files = sorted(metrics_dir.glob("*.npz"))
     parts = []

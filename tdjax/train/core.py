@@ -37,7 +37,7 @@ __all__ = ["Family", "register_family", "family_of", "make_agent", "make_train",
            "typed_key", "make_optimizer", "auto_network", "torso_factory", "check_network", "EpisodeStats",
            "EndedEpisodes", "new_episode_stats", "track_episodes", "sum_ended", "reset_envs", "reattach",
            "rank_or_nan", "nanmean", "probe_means", "check_common_fields", "Agent",
-           "scan_iterations", "build_loop", "run_iterations"]
+           "scan_iterations", "build_loop", "batched_run", "run_iterations"]
 
 
 class Family(NamedTuple):
@@ -387,23 +387,37 @@ def build_loop(spec: Any, init_local: Callable, iteration: Callable, per_device:
     return (lambda key: init(typed_key(key))), run
 
 
-@functools.lru_cache(maxsize=32)
-def _jitted_run(agent: Any, batched: bool, length: int) -> Callable:
+def batched_run(agent: Any, batched: bool, length: int) -> Callable[[Any, Any], Tuple[Any, Any]]:
+    """`run(state, start)`: `length` iterations of `agent.run`, vmapped over seeds if `batched`."""
+
     def run(state, start):
         if batched:
             return jax.vmap(lambda s: agent.run(s, start, length))(state)
         return agent.run(state, start, length)
 
-    return jax.jit(run, donate_argnums=0)
+    return run
+
+
+@functools.lru_cache(maxsize=32)
+def _jitted_run(agent: Any, batched: bool, length: int, donate: bool) -> Callable:
+    return jax.jit(batched_run(agent, batched, length), donate_argnums=0 if donate else ())
 
 
 def run_iterations(agent: Any, state: Any, start: int, length: int, *, batched: bool = False,
-                   progress: bool = False) -> Tuple[Any, Any]:
+                   progress: bool = False, donate: bool = True) -> Tuple[Any, Any]:
     """Iterations start .. start+length−1 of `agent`, with the loop structure its config asks for:
     one jitted scan (`loop="scan"`, the accelerator path), or one jitted iteration per call with
-    static phases (`loop="host"`, `tdjax.train.run_host_driven`). `state` is donated.
+    static phases (`loop="host"`, `tdjax.train.run_host_driven`).
+
+    Args:
+      agent, state: from `make_agent(config)` and `agent.init` (vmapped over seeds if `batched`).
+      start, length: the iterations to run.
+      batched: `state` holds several seeds.
+      progress: a progress bar over the iterations of a host-driven run.
+      donate: let XLA reuse `state`'s buffers (do not use the state passed in afterwards); False
+        while something else (an asynchronous checkpoint) may still read it.
 
     Returns (state, metrics stacked [length], or [S, length] when `batched`)."""
     if agent.config.loop == "host":
-        return run_host_driven(agent, state, start, length, batched=batched, progress=progress)
-    return _jitted_run(agent, batched, length)(state, jnp.asarray(start, jnp.int32))
+        return run_host_driven(agent, state, start, length, batched=batched, progress=progress, donate=donate)
+    return _jitted_run(agent, batched, length, donate)(state, jnp.asarray(start, jnp.int32))

@@ -74,7 +74,7 @@ def check_static_phase(phase: Any, length: int, size: int, who: str) -> None:
 
 
 @functools.lru_cache(maxsize=32)
-def _one_iteration(agent: Any, batched: bool, phase: Any = None) -> Callable:
+def _one_iteration(agent: Any, batched: bool, phase: Any, donate: bool) -> Callable:
     kw = {} if phase is None else {"phase": phase}
 
     def one(state, i):
@@ -82,27 +82,29 @@ def _one_iteration(agent: Any, batched: bool, phase: Any = None) -> Callable:
             return jax.vmap(lambda s: agent.run(s, i, 1, **kw))(state)
         return agent.run(state, i, 1, **kw)
 
-    return jax.jit(one, donate_argnums=0)  # the state (a replay buffer, say) is updated in place
+    # the state (a replay buffer, say) is updated in place unless something else still reads it
+    return jax.jit(one, donate_argnums=0 if donate else ())
 
 
 def run_host_driven(agent: Any, state: Any, start: int, length: int, *, batched: bool = False,
-                    progress: bool = False) -> Tuple[Any, Any]:
+                    progress: bool = False, donate: bool = True) -> Tuple[Any, Any]:
     """Iterations start .. start+length−1 of `agent` (from `make_agent`), one jitted call each.
 
     Args:
       agent: from `tdjax.train.make_agent` (any family).
-      state: its RunnerState (batched over seeds with a leading axis if `batched`); donated: do not
-        use the array passed in afterwards.
+      state: its RunnerState (batched over seeds with a leading axis if `batched`); donated unless
+        `donate=False`: do not use the array passed in afterwards.
       start, length: the iterations to run.
       batched: `state` holds several seeds (vmapped).
       progress: show a tqdm bar over iterations.
+      donate: let XLA update the state's buffers in place.
 
     Returns:
       (state, metrics stacked [length] or [S, length]), like `agent.run(state, start, length)`.
     """
     if length < 1:
         raise ValueError(f"run_host_driven: length must be >= 1, got {length}.")
-    phase = getattr(agent, "phase", lambda i: None)  # TODO(core): every agent is a core.Agent
+    phase = agent.phase
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -114,7 +116,7 @@ def run_host_driven(agent: Any, state: Any, start: int, length: int, *, batched:
     sync = jax.default_backend() == "cpu"
     parts = []
     for i in range(start, start + length):
-        step = _one_iteration(agent, batched, phase(i))
+        step = _one_iteration(agent, batched, phase(i), donate)
         state, m = step(state, jnp.asarray(i, jnp.int32))
         if sync:
             state = jax.block_until_ready(state)

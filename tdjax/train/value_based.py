@@ -435,7 +435,9 @@ def init_local(spec: ValueSpec, key: jax.Array, axis_name: Optional[str]) -> Run
         obs=dummy, action=jnp.zeros((), jnp.int32), reward=jnp.zeros((), jnp.float32),
         discount=jnp.zeros((), jnp.float32), next_obs=dummy, done=jnp.zeros((), bool), valid=jnp.zeros((), bool),
     )
-    replay = replay_lib.init(example, spec.slots, spec.num_envs, spec.env.obs_storage_dtype)
+    # frames stored once for envpool streams, whose next observation is the next slot's (docs/replay.md)
+    replay = replay_lib.init(example, spec.slots, spec.num_envs, spec.env.obs_storage_dtype,
+                             frame_stack=spec.env.frame_stack, next_obs_follows=not spec.env.always_valid)
     return RunnerState(learner, ActorState(key=k_base, env_state=env_state, obs=obs, episodes=episodes, replay=replay))
 
 
