@@ -115,7 +115,7 @@ UNROLL_NOTE = (
     "the rolled lowering, and XLA:CPU then runs the convolution gradient in it as slowly as inside a loop "
     "(~17x for one IMPALA gradient step at batch 16 on the project's 2-core machine) although the optimised "
     "HLO has no while loop left. So the baseline's --update-unroll does not help when epochs == 1 or "
-    "minibatches == 1 (unroll=length+1 would). tdjax's loop="host" writes the steps as a Python loop "
+    "minibatches == 1 (unroll=length+1 would). tdjax's loop='host' writes the steps as a Python loop "
     "and is not affected; the sizes keep >= 2 of each so that both rows compare like with like.")
 
 
