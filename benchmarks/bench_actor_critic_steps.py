@@ -14,8 +14,8 @@ run, interleaved:
                                  over iterations around the rollout scan and the epoch ×         (init included:
                                  minibatch scans (tdjax's GPU structure)                         an env reset and
                                                                                                  the param init)
-  tdjax, host-driven + unroll    `run_host_driven(make_agent(cfg.replace(update_unroll=True)),  iterations 2..N
-                                 ...)`: one jitted iteration per Python call, epoch × minibatch
+  tdjax, host-driven + unroll    `run_host_driven(make_agent(cfg.replace(loop="host")), ...)`:  iterations 2..N
+                                 one jitted iteration per Python call, epoch × minibatch
                                  steps as straight-line code (tdjax's CPU structure)
   CleanRL-style, faithful        rollout scan + update with epoch and minibatch `lax.scan`s     iterations 1..N, as
                                                                                                  the scanned row
@@ -62,7 +62,7 @@ them; `--rows` picks rows. On a GPU the scanned structure is the right one and n
 
 The baseline's unrolling needs at least 2 epochs and 2 minibatches: see UNROLL_NOTE (a JAX corner
 case that makes `--update-unroll` a no-op, ~17× slower IMPALA updates, with one of either; tdjax's
-`update_unroll=True` is a Python loop over the steps and is not affected); the script warns when a
+`loop="host"` writes the steps as straight-line Python and is not affected); the script warns when a
 game's settings hit it.
 
 Usage (run under `nice`, with OPENBLAS_NUM_THREADS=1 — flax's orthogonal init runs LAPACK QR, which
@@ -103,7 +103,7 @@ import cleanrl_style_ppo_envpool as baseline  # noqa: E402
 
 from tdjax.train import actor_critic as ac  # noqa: E402
 from tdjax.report import atomic_write_bytes  # noqa: E402
-from tdjax.train import run_host_driven  # noqa: E402
+from tdjax.train import make_train, run_host_driven  # noqa: E402
 
 GAMES = ("pong", "bigfish")
 ROWS = ("tdjax, scanned", "tdjax, host-driven + unroll", "CleanRL-style, faithful", "CleanRL-style, --update-unroll")
@@ -115,7 +115,7 @@ UNROLL_NOTE = (
     "the rolled lowering, and XLA:CPU then runs the convolution gradient in it as slowly as inside a loop "
     "(~17x for one IMPALA gradient step at batch 16 on the project's 2-core machine) although the optimised "
     "HLO has no while loop left. So the baseline's --update-unroll does not help when epochs == 1 or "
-    "minibatches == 1 (unroll=length+1 would). tdjax's update_unroll=True writes the steps as a Python loop "
+    "minibatches == 1 (unroll=length+1 would). tdjax's loop='host' writes the steps as a Python loop "
     "and is not affected; the sizes keep >= 2 of each so that both rows compare like with like.")
 
 
@@ -210,7 +210,7 @@ def row_tdjax_scanned(g: Game, seed: int) -> Dict[str, Any]:
     epochs, iters = g.scan_epochs, g.scan_iters
     cfg = tdjax_config(g, epochs, iters, seed)
     check_settings(g, cfg, epochs)
-    train = ac.make_train(cfg)
+    train = make_train(cfg)
     key = jax.random.key(seed)
     t0 = time.perf_counter()
     compiled = jax.jit(train).lower(key).compile()
@@ -225,7 +225,7 @@ def row_tdjax_scanned(g: Game, seed: int) -> Dict[str, Any]:
 
 def row_tdjax_host(g: Game, seed: int) -> Dict[str, Any]:
     epochs, iters = g.num_epochs, g.iters
-    cfg = tdjax_config(g, epochs, iters, seed).replace(update_unroll=True)
+    cfg = tdjax_config(g, epochs, iters, seed).replace(loop="host")
     check_settings(g, cfg, epochs)
     agent = ac.make_agent(cfg)
     state = jax.block_until_ready(jax.jit(agent.init)(jax.random.key(seed)))

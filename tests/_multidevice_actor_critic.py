@@ -9,7 +9,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
-from tdjax.train.actor_critic import ActorCriticConfig, make_agent, make_train  # noqa: E402
+from tdjax.train import make_agent, make_train  # noqa: E402
+from tdjax.train.actor_critic import ActorCriticConfig  # noqa: E402
 
 assert jax.device_count() == 4, jax.devices()
 

@@ -16,8 +16,8 @@ import pytest
 
 import tdjax
 from tdjax.train import actor_critic as ac
-from tdjax.train import load_checkpoint, train_with_checkpoints
-from tdjax.train.actor_critic import ActorCriticConfig, make_agent, make_train, mean_return
+from tdjax.train import load_checkpoint, make_agent, make_train, mean_return, train_with_checkpoints
+from tdjax.train.actor_critic import ActorCriticConfig
 
 _COMPILES = []
 jax.monitoring.register_event_duration_secs_listener(

@@ -33,7 +33,7 @@ def test_actor_critic_host_driven_unrolled_equals_scan_batched_seeds():
     agent = actor_critic.make_agent(cfg)
     ref_state, ref_m = jax.jit(jax.vmap(lambda s: agent.run(s, 0, agent.num_iterations)))(
         jax.jit(jax.vmap(agent.init))(keys))
-    unrolled = actor_critic.make_agent(cfg.replace(update_unroll=True))
+    unrolled = actor_critic.make_agent(cfg.replace(loop="host"))
     state, m = run_host_driven(unrolled, jax.jit(jax.vmap(unrolled.init))(keys), 0, unrolled.num_iterations,
                                batched=True)
     assert m.loss.shape == (2, agent.num_iterations)
@@ -91,6 +91,22 @@ def test_value_loop_static_phase_takes_the_update_out_of_the_cond():
     assert _count(static, "dot_general") < _count(probing, "dot_general")
     warm = jax.make_jaxpr(lambda s, i: agent.run(s, i, 1, phase=(False, False)))(s0, 0).jaxpr
     assert _count(warm, "dot_general") < _count(static, "dot_general")  # no update in warm-up
+
+
+def test_actor_critic_host_loop_writes_the_update_as_straight_line_code():
+    cfg = ActorCriticConfig(env="CartPole-v1", network="mlp", hidden=(8,), num_envs=4, num_steps=8, total_steps=64,
+                            num_epochs=3, num_minibatches=2)
+    jaxprs = {}
+    for loop in ("scan", "host"):
+        agent = actor_critic.make_agent(cfg.replace(loop=loop))
+        s0 = jax.eval_shape(agent.init, jax.random.key(0))
+        jaxprs[loop] = jax.make_jaxpr(lambda s, i: agent.run(s, i, 1))(s0, 0).jaxpr
+    # host: one barrier after each of the 3 × 2 optimizer steps and after each epoch; scan: none
+    assert _count(jaxprs["host"], "optimization_barrier") == 3 * 2 + 3
+    assert _count(jaxprs["scan"], "optimization_barrier") == 0
+    # the two scans of the update (epochs, minibatches) are gone; the rollout's and GAE's stay
+    assert _count(jaxprs["scan"], "scan") - _count(jaxprs["host"], "scan") == 2
+    assert _count(jaxprs["host"], "dot_general") > _count(jaxprs["scan"], "dot_general")  # 6 copies of the step
 
 
 def test_value_loop_static_phase_is_checked():

@@ -1,4 +1,4 @@
-"""One actor-critic training loop for PPO, DAAC and REINFORCE: `make_train(config) -> train(key)`.
+"""One actor-critic training loop for PPO, DAAC and REINFORCE: `tdjax.train.make_train(config) -> train(key)`.
 
 The three agents share everything (rollouts, GAE, minibatch epochs, optimizer, probes, evaluation on
 held-out levels) and differ only in what `ALGOS` says: the network layout, the per-example policy
@@ -46,12 +46,12 @@ not, and any iteration's rollout, update or probe can be recomputed outside the 
 exposes the pieces). The iteration index is scan data that `jax.vmap` over seeds does not batch, so
 the probe and evaluation `lax.cond`s stay real branches: `jax.jit(jax.vmap(make_train(config)))(keys)`.
 
-With `num_devices > 1` the run is data-parallel with `jax.shard_map` over a 1-D mesh axis "data":
-each device steps `num_envs / num_devices` environments, minibatch m of an epoch is the SAME time
-steps on every device (the permutation comes from the replicated learner key), losses are normalised
-by the global (psum-ed) weight and gradients psum-ed, and advantage / reward statistics are psum-ed,
-so every update equals the single-device update on the union of the devices' data. The learner state
-is replicated; actor and evaluator leaves get a leading [num_devices] axis.
+With `num_devices > 1` the run is data-parallel over the mesh axis "data" (`tdjax.train.mesh`): each
+device steps `num_envs / num_devices` environments, minibatch m of an epoch is the SAME time steps on
+every device (the permutation comes from the replicated learner key), losses are normalised by the
+global (psum-ed) weight and gradients psum-ed, and advantage / reward statistics are psum-ed, so every
+update equals the single-device update on the union of the devices' data. The learner state is
+replicated; actor and evaluator leaves get a leading [num_devices] axis.
 
 Generalisation (Lyle et al. 2022, eq. 6): the training environments are ProcGen levels
 [start_level, start_level + num_levels); the test environments, stepped with the current (sampled)
@@ -60,11 +60,16 @@ policy for `eval_steps` steps every `eval_interval` iterations, are the disjoint
 the same game with other random keys; for Atari, another envpool seed. The metrics hold returns and
 discounted returns Σₜ γᵗ rₜ of the episodes that ended, on both sides; `summarise` and
 `generalization_gap` turn them into the gap of eq. 6.
+
+Here: config, algorithm table, state and metric types, spec, agent. The loop's steps are module-level
+functions of an `ActorCriticSpec` in `tdjax.train.actor_critic_update`; what every family shares
+(episode bookkeeping, devices, the agent interface) is in `tdjax.train.core`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
@@ -73,17 +78,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import PartitionSpec as P
 
 from tdjax import envs as envs_lib
 from tdjax._src.losses import ppo_clip_loss, reinforce_loss
-from tdjax._src.returns import generalized_advantage_estimation
-from tdjax._src.update_matrix import policy_update_matrix, srank, update_matrix, update_rank
 from tdjax.networks.actor_critic import Actor, Critic, SharedActorCritic
-from tdjax.networks.heads import TORSOS
+from tdjax.train import actor_critic_update as update
 from tdjax.train import core
-from tdjax.train.validation import check_choice, check_types, require
-from tdjax.train.core import auto_network
+from tdjax.train.validation import check_choice, require
 
 __all__ = [
     "ActorCriticConfig",
@@ -98,17 +99,16 @@ __all__ = [
     "ActorCriticProbes",
     "empty_probes",
     "ActorCriticMetrics",
+    "ActorCriticSpec",
     "ActorCriticAgent",
+    "build_spec",
     "make_agent",
-    "make_train",
     "summarise",
-    "mean_return",
     "generalization_gap",
     "ppo_procgen_paper_config",
     "daac_procgen_paper_config",
 ]
 
-AXIS = "data"
 _MAX_LEVEL = 2**31 - 1  # ProcGen level seeds are C ints
 
 
@@ -176,14 +176,13 @@ class ActorCriticConfig:
     eval_steps: int = 128  # vector steps of the test environments per evaluation
     # checkpointing (train_with_checkpoints)
     checkpoint_interval: int = 100  # iterations per jitted chunk / checkpoint
+    # devices (tdjax.train.mesh): one run split over num_devices ("data"); seeds spread over seed_devices
     num_devices: int = 1
-    # Loop structure, not maths: the epoch × minibatch steps as straight-line code (a Python loop with an
-    # optimization barrier between steps) instead of two scans. XLA:CPU runs convolution gradients
-    # inside loops several times slower than outside (jax-ml/jax#12868), so on CPU a CNN agent is faster
-    # with `update_unroll=True` driven one iteration per call (`tdjax.train.run_host_driven`); on GPU
-    # keep the default (shorter compilation, the whole run in one scan).
-    update_unroll: bool = False
-
+    seed_devices: int = 1
+    # loop structure, not maths: "scan" (one XLA program, the accelerator path) or "host" (one jitted
+    # iteration per call with the epochs × minibatches written as straight-line code: faster for CNN
+    # agents on XLA:CPU; tdjax.train.host_loop)
+    loop: str = "scan"
 
     def replace(self, **changes: Any) -> "ActorCriticConfig":
         """A copy with `changes` applied (the config itself is never mutated)."""
@@ -250,7 +249,7 @@ class Algo(NamedTuple):
     policy_epochs: Callable[[ActorCriticConfig], int]  # epochs on the actor (PPO: on the joint loss)
     value_epochs: Callable[[ActorCriticConfig], int]  # epochs on a separate critic
     value_freq: Callable[[ActorCriticConfig], int]  # a separate critic is trained when i % value_freq == 0
-    num_minibatches: Callable[[ActorCriticConfig], int]  # per epoch, both phases
+    num_minibatches: Callable[[ActorCriticConfig], int]  # per epoch, both fits
     gae_lambda: Callable[[ActorCriticConfig], float]
 
 
@@ -301,9 +300,7 @@ class ActorState(NamedTuple):
     key: jax.Array  # shape=(), typed PRNG key. Iteration i: fold_in(key, i) (actions, envs, probe sample).
     env_state: Any  # VecEnv state: gymnax leaves [E, ...] (E = num_envs / num_devices); envpool handle.
     obs: jax.Array  # shape=[E, *obs_shape], float32. Current observations.
-    episode_return: jax.Array  # shape=[E], float32. Undiscounted return of the running episodes.
-    discounted_return: jax.Array  # shape=[E], float32. Σ γᵗ rₜ of the running episodes.
-    discount_power: jax.Array  # shape=[E], float32. γᵗ at the running episodes' current step.
+    episodes: core.EpisodeStats  # [E] running episode statistics (unclipped reward, for logging).
     norm_return: jax.Array  # shape=[E], float32. Discounted return for reward normalisation.
 
 
@@ -313,9 +310,7 @@ class EvalState(NamedTuple):
     key: jax.Array  # shape=(), typed PRNG key. Evaluation at iteration i: fold_in(key, i).
     env_state: Any  # VecEnv state of the eval_num_envs / num_devices test environments.
     obs: jax.Array  # shape=[E_test, *obs_shape], float32.
-    episode_return: jax.Array  # shape=[E_test], float32.
-    discounted_return: jax.Array  # shape=[E_test], float32.
-    discount_power: jax.Array  # shape=[E_test], float32.
+    episodes: core.EpisodeStats  # [E_test] running episode statistics.
 
 
 class RunnerState(NamedTuple):
@@ -389,57 +384,28 @@ def _is_procgen(name: str) -> bool:
 
 def _validate(c: ActorCriticConfig) -> None:
     if not isinstance(c, ActorCriticConfig):
-        raise ValueError(f"make_train: expected an ActorCriticConfig, got {type(c).__name__}.")
-    check_types(c)
-    envs_lib.check_env_name(c.env, field="ActorCriticConfig.env")
-    check_choice(c, "env_backend", ("xla", "host"))
-    require(all(isinstance(o, tuple) and len(o) == 2 and isinstance(o[0], str) for o in c.env_options), c,
-            "env_options", "must be a tuple of (name, value) pairs", "e.g. env_options=(('distribution_mode', 'hard'),)")
+        raise ValueError(f"actor_critic.make_agent: expected an ActorCriticConfig, got {type(c).__name__}.")
+    core.check_common_fields(c, positive=("num_steps", "num_epochs", "num_minibatches", "daac_policy_epochs",
+                                          "daac_value_epochs", "daac_value_freq", "eval_num_envs", "eval_steps",
+                                          "test_num_levels"))
     for name in ("num_levels", "start_level"):
         require(name not in dict(c.env_options), c, "env_options",
                 f"sets {name!r}, which the train and test level ranges are built from",
                 f"use the config field ActorCriticConfig.{name} instead")
-    if not envs_lib.vec_spec(c.env).jittable:
-        require(c.num_devices == 1, c, "num_devices",
-                f"{c.env} is an envpool environment, stepped by one host process",
-                "use num_devices=1 for envpool games (data-parallel runs need jitted gymnax environments)")
     check_choice(c, "algo", ALGOS)
-    check_choice(c, "network", ("auto",) + tuple(TORSOS))
-    positive = ("num_envs", "num_steps", "total_steps", "num_epochs", "num_minibatches", "daac_policy_epochs",
-                "daac_value_epochs", "daac_value_freq", "probe_k", "eval_num_envs", "eval_steps",
-                "checkpoint_interval", "num_devices", "test_num_levels")
-    for name in positive:
-        require(getattr(c, name) >= 1, c, name, "must be a positive integer", f"set {name} >= 1")
-    require(len(c.hidden) >= 1 and all(h >= 1 for h in c.hidden), c, "hidden",
-            "the MLP torso needs at least one positive width", "e.g. hidden=(64, 64)")
-    for name in ("gamma", "gae_lambda"):
-        require(0.0 <= getattr(c, name) <= 1.0, c, name, "must lie in [0, 1]", f"e.g. {name}=0.99")
+    require(0.0 <= c.gae_lambda <= 1.0, c, "gae_lambda", "must lie in [0, 1]", "e.g. gae_lambda=0.95")
     require(c.clip_eps > 0, c, "clip_eps", "the clipping radius must be > 0", "e.g. clip_eps=0.2")
     for name in ("entropy_coef", "value_coef", "daac_advantage_coef"):
         v = getattr(c, name)
         require(v >= 0 and math.isfinite(v), c, name, "must be a finite number >= 0", f"e.g. {name}=0.5")
-    require(c.lr > 0 and math.isfinite(c.lr), c, "lr", "the learning rate must be a positive number", "e.g. lr=5e-4")
-    require(c.adam_eps > 0, c, "adam_eps", "must be > 0", "e.g. adam_eps=1e-5")
-    require(c.max_grad_norm is None or c.max_grad_norm > 0, c, "max_grad_norm", "must be > 0 or None",
-            "use None to disable clipping")
-    for name in ("probe_interval", "eval_interval", "num_levels", "start_level"):
+    for name in ("eval_interval", "num_levels", "start_level"):
         require(getattr(c, name) >= 0, c, name, "must be >= 0", f"set {name} >= 0 (0 disables intervals)")
-    require(c.probe_chunk_size is None or c.probe_chunk_size >= 1, c, "probe_chunk_size",
-            "must be None or >= 1", "use None (4 at a time) or a positive chunk size")
-    require(0.0 < c.probe_rank_eps < 1.0, c, "probe_rank_eps", "must lie in (0, 1)", "the paper uses 0.1")
-    require(0.0 < c.probe_srank_delta < 1.0, c, "probe_srank_delta", "must lie in (0, 1)", "Kumar et al. use 0.01")
 
-    algo = ALGOS[c.algo]
-    m = algo.num_minibatches(c)
+    m = ALGOS[c.algo].num_minibatches(c)
     require(c.num_steps % m == 0, c, "num_minibatches" if m > 1 else "num_steps",
             f"num_steps={c.num_steps} time steps cannot be cut into {m} equal minibatches",
             "make num_minibatches divide num_steps (minibatches are sets of time steps × all environments)")
     d = c.num_devices
-    n_dev = jax.device_count()
-    require(d <= n_dev, c, "num_devices", f"only {n_dev} device(s) are visible",
-            f"use num_devices <= {n_dev} (on CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N)")
-    require(c.num_envs % d == 0, c, "num_envs", f"not divisible by num_devices={d}",
-            f"use a multiple of {d} (each device steps num_envs / num_devices environments)")
     per_iter = c.num_envs * c.num_steps
     require(c.total_steps >= per_iter, c, "total_steps",
             f"shorter than one iteration (num_envs * num_steps = {per_iter} env steps)",
@@ -453,19 +419,22 @@ def _validate(c: ActorCriticConfig) -> None:
                 f"the update matrices need between 2 and the {per_device} transitions of a rollout (per device)",
                 f"set 2 <= probe_k <= {per_device}, or probe_interval=0")
     if _is_procgen(c.env):
-        test_start = _test_start_level(c)
-        require(c.num_levels >= 1, c, "num_levels",
-                "0 would mean every level, so no test level could be held out",
-                "use a finite training set, e.g. num_levels=200")
-        require(test_start >= 0, c, "test_start_level", "must be >= 0", "use None (after the training levels)")
-        require(max(c.start_level + c.num_levels, test_start + c.test_num_levels) <= _MAX_LEVEL, c,
-                "test_num_levels", "the level range passes 2**31 - 1 (ProcGen level seeds are C ints)",
-                "lower test_num_levels or test_start_level")
-        overlap = test_start < c.start_level + c.num_levels and c.start_level < test_start + c.test_num_levels
-        require(not overlap, c, "test_start_level",
-                f"test levels [{test_start}, {test_start + c.test_num_levels}) overlap the training levels "
-                f"[{c.start_level}, {c.start_level + c.num_levels})",
-                "use None (the levels right after the training levels) or a disjoint range")
+        _validate_levels(c)
+
+
+def _validate_levels(c: ActorCriticConfig) -> None:
+    test_start = _test_start_level(c)
+    require(c.num_levels >= 1, c, "num_levels", "0 would mean every level, so no test level could be held out",
+            "use a finite training set, e.g. num_levels=200")
+    require(test_start >= 0, c, "test_start_level", "must be >= 0", "use None (after the training levels)")
+    require(max(c.start_level + c.num_levels, test_start + c.test_num_levels) <= _MAX_LEVEL, c,
+            "test_num_levels", "the level range passes 2**31 - 1 (ProcGen level seeds are C ints)",
+            "lower test_num_levels or test_start_level")
+    overlap = test_start < c.start_level + c.num_levels and c.start_level < test_start + c.test_num_levels
+    require(not overlap, c, "test_start_level",
+            f"test levels [{test_start}, {test_start + c.test_num_levels}) overlap the training levels "
+            f"[{c.start_level}, {c.start_level + c.num_levels})",
+            "use None (the levels right after the training levels) or a disjoint range")
 
 
 def _test_start_level(c: ActorCriticConfig) -> int:
@@ -483,648 +452,139 @@ def _env_options(c: ActorCriticConfig, test: bool) -> Dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Building the agent.
-
-
-def _typed_key(key: jax.Array) -> jax.Array:
-    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return key
-    return jax.random.wrap_key_data(key)
-
-
-def _optimizer(c: ActorCriticConfig) -> optax.GradientTransformation:
-    tx = optax.adam(c.lr, eps=c.adam_eps)
-    if c.max_grad_norm is not None:
-        tx = optax.chain(optax.clip_by_global_norm(c.max_grad_norm), tx)
-    return tx
-
-
-def _networks(c: ActorCriticConfig, spec: Any, algo: Algo) -> Dict[str, nn.Module]:
-    name = auto_network(c.env, spec.obs_shape) if c.network == "auto" else c.network
-    if name == "mlp":
-        require(len(spec.obs_shape) == 1, c, "network",
-                f"an MLP torso needs vector observations but {c.env} gives {spec.obs_shape}",
-                "use network='minatar_cnn' (MinAtar), 'impala_cnn' (ProcGen) or 'auto'")
-        torso = lambda: TORSOS["mlp"](tuple(c.hidden))  # noqa: E731
-    else:
-        require(len(spec.obs_shape) == 3, c, "network",
-                f"a convolutional torso needs [H, W, C] observations but {c.env} gives {spec.obs_shape}",
-                "use network='mlp' or 'auto'")
-        torso = TORSOS[name]
-    a = spec.num_actions
-    if algo.shared:
-        nets = {"shared": SharedActorCritic(torso(), a)}
-    else:
-        nets = {"actor": Actor(torso(), a, algo.advantage_head), "critic": Critic(torso())}
-    x = jax.ShapeDtypeStruct(spec.obs_shape, jnp.float32)
-    for net in nets.values():
-        try:  # abstract shapes only: nothing is compiled
-            jax.eval_shape(lambda x, net=net: net.init(jax.random.key(0), x), x)
-        except Exception as err:  # noqa: BLE001 - reported with the field that caused it
-            raise ValueError(
-                f"ActorCriticConfig.network={c.network!r}: this torso cannot take {c.env}'s observations of "
-                f"shape {spec.obs_shape} ({type(err).__name__}: {err}). Fix: use network='auto', or "
-                "'nature_cnn' only for 84×84 frames."
-            ) from None
-    return nets
-
-
-def _weighted_mean(x, w, axis_name):
-    s, n = jnp.sum(x * w), jnp.sum(w)
-    if axis_name is not None:
-        s, n = jax.lax.psum((s, n), axis_name)
-    return s / jnp.maximum(n, 1.0)
+# The spec: the config with what is built from it.
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class ActorCriticAgent:
-    """The pieces `make_train` composes; all functions are pure and jittable.
-
-    Attributes:
-      config, algo, env, test_env (None without evaluation), networks ({"shared"} or {"actor",
-        "critic"}), optimizer (one optax transformation; each network has its own state).
-      actor_name, critic_name: the keys of `params` that act and that evaluate states ("shared" twice
-        for PPO).
-      train_env_options, test_env_options: the envpool options of the two environment sets (ProcGen:
-        `num_levels`, `start_level`), as passed to `tdjax.envs.make_vec`.
-      num_iterations, steps_per_iteration: see the module docstring.
-      init: `init(key) -> RunnerState`.
-      run: `run(state, start, length) -> (state, ActorCriticMetrics stacked [length])`: iterations
-        start .. start+length−1 (`length` static; `start` may be traced but must not be batched).
-      collect: `collect(state, i, axis_name=None) -> (state, Batch [T, E], stats)`: iteration i's rollout,
-        advantages and targets (state: environments advanced, reward statistics updated).
-      learner_update: `learner_update(learner, batch, i, axis_name=None) -> (learner, metrics dict)`:
-        iteration i's whole update (all epochs and minibatches, both networks).
-      probe_sample: `probe_sample(batch, key) -> Batch [k]`: k distinct transitions of a rollout.
-      update_matrices: `update_matrices(learner, examples, fresh_key) -> dict` of the [k, k] policy and
-        value update matrices ("actor", "critic", and with probe_fresh "actor_fresh", "critic_fresh").
-      probe: `probe(learner, batch, i, actor_key) -> ActorCriticProbes` (what the loop records).
-      policy_loss: `policy_loss(actor_params, example) -> scalar`, the actor's loss on ONE example
-        without the value term (the loss of the policy update matrix).
-      value_loss: `value_loss(critic_params, example) -> scalar`, L_V on ONE example.
-      policy_logits: `policy_logits(actor_params, x) -> [..., A]`.
-      value: `value(critic_params, x) -> [...]`.
-      features: `features(name, params[name], x) -> [..., d]` penultimate activations of a network.
-      evaluate: `evaluate(learner, evaluator, i) -> (evaluator, (return_sum, disc_sum, count))`.
-      reattach_env: `reattach_env(state) -> state` with freshly reset environments (train and test) and
-        zeroed running episode statistics: how a checkpoint of an envpool run is resumed. Identity for
-        jitted environments.
-    """
+class ActorCriticSpec:
+    """What the loop functions of `tdjax.train.actor_critic_update` read besides their data. Sizes are
+    per device."""
 
     config: ActorCriticConfig
     algo: Algo
-    env: envs_lib.VecEnv
-    test_env: Optional[envs_lib.VecEnv]
-    networks: Dict[str, nn.Module]
-    optimizer: optax.GradientTransformation
-    actor_name: str
-    critic_name: str
-    train_env_options: Dict[str, Any]
-    test_env_options: Dict[str, Any]
+    env: envs_lib.VecEnv  # this device's num_envs training environments
+    test_env: Optional[envs_lib.VecEnv]  # this device's test environments; None without evaluation
+    networks: Dict[str, nn.Module]  # {"shared"} (PPO) or {"actor", "critic"}
+    optimizer: optax.GradientTransformation  # one transformation; each network has its own state
+    actor_name: str  # the key of `params` that acts ("shared" for PPO)
+    critic_name: str  # the key of `params` that evaluates states ("shared" for PPO)
+    train_env_options: Dict[str, Any]  # envpool options of the training environments (ProcGen levels)
+    test_env_options: Dict[str, Any]  # and of the test environments
+    num_envs: int  # training environments per device
+    num_test_envs: int  # test environments per device
     num_iterations: int
-    steps_per_iteration: int
-    init: Callable[[jax.Array], RunnerState]
-    run: Callable[[RunnerState, Any, int], Tuple[RunnerState, ActorCriticMetrics]]
-    collect: Callable[..., Tuple[RunnerState, Batch, Any]]
-    learner_update: Callable[..., Tuple[LearnerState, Dict[str, jax.Array]]]
-    probe_sample: Callable[[Batch, jax.Array], Batch]
-    update_matrices: Callable[..., Dict[str, jax.Array]]
-    probe: Callable[..., ActorCriticProbes]
-    policy_loss: Callable[[Any, Batch], jax.Array]
-    value_loss: Callable[[Any, Batch], jax.Array]
-    policy_logits: Callable[[Any, Any], jax.Array]
-    value: Callable[[Any, Any], jax.Array]
-    features: Callable[[str, Any, Any], jax.Array]
-    evaluate: Callable[..., Tuple[EvalState, Any]]
-    reattach_env: Callable[[RunnerState], RunnerState]
+    steps_per_iteration: int  # environment steps over all devices
+    policy_epochs: int  # epochs on the actor (PPO: on the joint loss)
+    value_epochs: int  # epochs on a separate critic
+    value_freq: int  # a separate critic is trained when i % value_freq == 0
+    num_minibatches: int  # per epoch
+    gae_lambda: float
+
+
+def _networks(c: ActorCriticConfig, obs_shape: Tuple[int, ...], num_actions: int, algo: Algo) -> Dict[str, nn.Module]:
+    torso = core.torso_factory(c, obs_shape)
+    if algo.shared:
+        nets = {"shared": SharedActorCritic(torso(), num_actions)}
+    else:
+        nets = {"actor": Actor(torso(), num_actions, algo.advantage_head), "critic": Critic(torso())}
+    for net in nets.values():
+        core.check_network(c, net, obs_shape)  # abstract shapes only: nothing is compiled
+    return nets
+
+
+def build_spec(c: ActorCriticConfig) -> ActorCriticSpec:
+    """Validates `c` and builds its environments, networks (checked on abstract shapes) and optimizer."""
+    _validate(c)
+    algo = ALGOS[c.algo]
+    vec = envs_lib.vec_spec(c.env)
+    nets = _networks(c, vec.obs_shape, vec.num_actions, algo)
+    d = c.num_devices
+    train_opts, test_opts = _env_options(c, False), _env_options(c, True)
+    env = envs_lib.make_vec(c.env, c.num_envs // d, seed=c.env_seed, backend=c.env_backend, options=train_opts)
+    test_env = None
+    if c.eval_interval > 0:
+        test_env = envs_lib.make_vec(c.env, c.eval_num_envs // d, seed=c.env_seed + 1, backend=c.env_backend,
+                                     options=test_opts)
+    names = ("shared", "shared") if algo.shared else ("actor", "critic")
+    return ActorCriticSpec(
+        config=c, algo=algo, env=env, test_env=test_env, networks=nets,
+        optimizer=core.make_optimizer("adam", c.lr, max_grad_norm=c.max_grad_norm, adam_eps=c.adam_eps),
+        actor_name=names[0], critic_name=names[1], train_env_options=train_opts, test_env_options=test_opts,
+        num_envs=c.num_envs // d, num_test_envs=c.eval_num_envs // d,
+        num_iterations=c.total_steps // (c.num_envs * c.num_steps), steps_per_iteration=c.num_envs * c.num_steps,
+        policy_epochs=algo.policy_epochs(c), value_epochs=algo.value_epochs(c), value_freq=algo.value_freq(c),
+        num_minibatches=algo.num_minibatches(c), gae_lambda=float(algo.gae_lambda(c)),
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# The agent.
+
+
+def _bound(fn: Callable) -> Callable:
+    """`fn(spec, *args)` of `tdjax.train.actor_critic_update` as the agent's method `agent.fn(*args)`."""
+
+    @functools.wraps(fn)
+    def method(self, *args, **kwargs):
+        return fn(self.spec, *args, **kwargs)
+
+    return method
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ActorCriticAgent(core.Agent):
+    """`core.Agent` for the actor-critic loop (`make_agent(ActorCriticConfig(...))`): `init`, `run`,
+    `reattach_env`, plus the loop's pieces bound to its spec (`tdjax.train.actor_critic_update`), e.g.
+    `collect(state, i)` (iteration i's rollout → Batch [T, E]), `learner_update(learner, batch, i)`,
+    `policy_loss(actor_params, example)` (ONE example), and the spec's networks, optimizer, names and
+    environments as properties.
+    """
+
+    def reattach_env(self, state: RunnerState) -> RunnerState:
+        """`state` with freshly reset environments (train and test) and zeroed running episode and
+        reward-normalisation statistics: how a checkpoint of an envpool run is resumed. Identity for
+        jitted environments."""
+        actor = core.reattach(state.actor, self.spec.env)
+        if not self.spec.env.jittable:
+            actor = actor._replace(norm_return=jnp.zeros_like(actor.norm_return))
+        evaluator = state.evaluator
+        if evaluator is not None:
+            evaluator = core.reattach(evaluator, self.spec.test_env)
+        return state._replace(actor=actor, evaluator=evaluator)
+
+    collect = _bound(update.collect)
+    learner_update = _bound(update.learner_update)
+    probe_sample = _bound(update.probe_sample)
+    update_matrices = _bound(update.update_matrices)
+    probe = _bound(update.probe)
+    policy_loss = _bound(update.policy_loss)
+    value_loss = _bound(update.value_loss)
+    policy_logits = _bound(update.policy_logits)
+    value = _bound(update.value)
+    features = _bound(update.features)
+    evaluate = _bound(update.evaluate)
+
+    algo = property(lambda self: self.spec.algo)
+    networks = property(lambda self: self.spec.networks)
+    optimizer = property(lambda self: self.spec.optimizer)
+    actor_name = property(lambda self: self.spec.actor_name)
+    critic_name = property(lambda self: self.spec.critic_name)
+    test_env = property(lambda self: self.spec.test_env)
+    train_env_options = property(lambda self: self.spec.train_env_options)
+    test_env_options = property(lambda self: self.spec.test_env_options)
 
 
 def make_agent(config: ActorCriticConfig) -> ActorCriticAgent:
     """Validates `config` (ValueError naming the field and the fix, before any compilation) and
-    builds the agent's pure functions."""
-    _validate(config)
-    c = config
-    algo = ALGOS[c.algo]
-    spec = envs_lib.vec_spec(c.env)
-    nets = _networks(c, spec, algo)  # checked on abstract shapes: still nothing compiled
-    actor_name, critic_name = ("shared", "shared") if algo.shared else ("actor", "critic")
-    optimizer = _optimizer(c)
-    d = c.num_devices
-    num_envs = c.num_envs // d
-    train_opts, test_opts = _env_options(c, False), _env_options(c, True)
-    env = envs_lib.make_vec(c.env, num_envs, seed=c.env_seed, backend=c.env_backend, options=train_opts)
-    evaluating = c.eval_interval > 0
-    num_test = c.eval_num_envs // d
-    test_env = None
-    if evaluating:
-        test_env = envs_lib.make_vec(c.env, num_test, seed=c.env_seed + 1, backend=c.env_backend, options=test_opts)
-    num_iterations = c.total_steps // (c.num_envs * c.num_steps)
-    steps_per_iter = c.num_envs * c.num_steps
-    policy_epochs, value_epochs = algo.policy_epochs(c), algo.value_epochs(c)
-    value_freq, num_mb, lam = algo.value_freq(c), algo.num_minibatches(c), float(algo.gae_lambda(c))
-    gamma = float(c.gamma)
-    dummy_obs = jnp.zeros(env.obs_shape, jnp.float32)
-    scale = env.obs_scale
-    storage = env.obs_storage_dtype
-
-    def prep(x):
-        x = jnp.asarray(x, jnp.float32)
-        return x if scale == 1.0 else x * scale
-
-    # ---- network outputs -------------------------------------------------------------------------
-    def actor_out(p, x):
-        """(logits, advantages or None) of the acting network at (already prepared) x."""
-        if algo.shared:
-            return nets["shared"].apply(p, x)[0], None
-        out = nets["actor"].apply(p, x)
-        return out if algo.advantage_head else (out, None)
-
-    def critic_out(p, x):
-        if algo.shared:
-            return nets["shared"].apply(p, x)[1]
-        return nets["critic"].apply(p, x)
-
-    def logits_and_value(params, x):
-        if algo.shared:
-            return nets["shared"].apply(params["shared"], x)
-        return actor_out(params["actor"], x)[0], critic_out(params["critic"], x)
-
-    def policy_logits(p, x):
-        return actor_out(p, prep(x))[0]
-
-    def value(p, x):
-        return critic_out(p, prep(x))
-
-    def features(name, p, x):
-        return nets[name].apply(p, prep(x), method=type(nets[name]).features)
-
-    # ---- per-example losses (batched with vmap) -------------------------------------------------------
-    nan = jnp.full((), jnp.nan, jnp.float32)
-
-    def policy_terms(logits, adv_pred, ex: Batch):
-        surrogate = algo.surrogate(c, logits, ex.action, ex.logp, ex.advantage)
-        log_p = jax.nn.log_softmax(logits)
-        probs = jnp.exp(log_p)
-        entropy = -jnp.sum(probs * jnp.where(probs > 0, log_p, 0.0))  # finite if a logit is −∞
-        loss = surrogate - c.entropy_coef * entropy
-        log_ratio = log_p[ex.action] - ex.logp
-        aux = dict(policy_loss=surrogate, entropy=entropy,
-                   approx_kl=jnp.expm1(log_ratio) - log_ratio,
-                   clip_fraction=(jnp.abs(jnp.expm1(log_ratio)) > c.clip_eps).astype(jnp.float32))
-        if adv_pred is not None:  # DAAC: the advantage head regresses the (normalised) GAE
-            adv_loss = jnp.square(adv_pred[ex.action] - jax.lax.stop_gradient(ex.advantage))
-            loss = loss + c.daac_advantage_coef * adv_loss
-            aux["advantage_loss"] = adv_loss
-        return loss, aux
-
-    def value_term(v, ex: Batch):
-        if c.clip_value_loss:
-            v_clipped = ex.value + jnp.clip(v - ex.value, -c.clip_eps, c.clip_eps)
-            return 0.5 * jnp.maximum(jnp.square(v - ex.target), jnp.square(v_clipped - ex.target))
-        return 0.5 * jnp.square(v - ex.target)
-
-    def policy_objective(p, ex: Batch):
-        logits, adv_pred = actor_out(p, prep(ex.obs))
-        return policy_terms(logits, adv_pred, ex)
-
-    def value_objective(p, ex: Batch):
-        loss = value_term(critic_out(p, prep(ex.obs)), ex)
-        return loss, dict(value_loss=loss)
-
-    # The same objectives on a minibatch: the network runs ONCE on the batch of observations and only
-    # the per-example terms are vmapped (vmapping the network's forward as well gives the same numbers
-    # but costs ~9% more per IMPALA-CNN gradient step on XLA:CPU, where max-pool gradients batch poorly).
-    def policy_objective_batch(p, mb: Batch):
-        logits, adv_pred = actor_out(p, prep(mb.obs))
-        return jax.vmap(policy_terms)(logits, adv_pred, mb)
-
-    def value_objective_batch(p, mb: Batch):
-        loss = jax.vmap(value_term)(critic_out(p, prep(mb.obs)), mb)
-        return loss, dict(value_loss=loss)
-
-    def joint_objective_batch(p, mb: Batch):  # PPO: one network, one loss
-        logits, v = nets["shared"].apply(p, prep(mb.obs))
-
-        def terms(lg, vi, ex):
-            loss, aux = policy_terms(lg, None, ex)
-            vl = value_term(vi, ex)
-            return loss + c.value_coef * vl, dict(aux, value_loss=vl)
-
-        return jax.vmap(terms)(logits, v, mb)
-
-    def policy_loss(p, ex):
-        return policy_objective(p, ex)[0]
-
-    def value_loss(p, ex):
-        return value_objective(p, ex)[0]
-
-    # ---- one phase: epochs × minibatches of optimizer steps on one network --------------------------
-    def phase(params, opt_state, objective, epochs, batch: Batch, key, axis_name):
-        t_mb = c.num_steps // num_mb
-
-        def minibatch_step(carry, idx):
-            params, opt_state = carry
-            mb = jax.tree.map(lambda x: x[idx].reshape((-1,) + x.shape[2:]), batch)  # [t_mb · E, ...]
-            n = jnp.sum(mb.weight)
-            if axis_name is not None:
-                n = jax.lax.psum(n, axis_name)
-            n = jnp.maximum(n, 1.0)
-
-            def total(p):
-                losses, aux = objective(p, mb)  # per-example [t_mb · E] losses and aux
-                aux = {k: jnp.sum(v * mb.weight) / n for k, v in aux.items()}
-                return jnp.sum(losses * mb.weight) / n, aux
-
-            p = params
-            if axis_name is not None:
-                # each device differentiates its own shard's share of the global mean; psum adds them up
-                p = jax.lax.pcast(params, axis_name, to="varying")
-            (loss, aux), grads = jax.value_and_grad(total, has_aux=True)(p)
-            if axis_name is not None:
-                grads, loss, aux = jax.lax.psum((grads, loss, aux), axis_name)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), (loss, aux)
-
-        def epoch(carry, e):
-            perm = jax.random.permutation(jax.random.fold_in(key, e), c.num_steps)
-            return jax.lax.scan(minibatch_step, carry, perm.reshape(num_mb, t_mb))
-
-        if c.update_unroll:
-            # Straight-line code, one optimizer step after another. The optimization barrier after each
-            # step keeps XLA from interleaving the steps' buffers (with 36 unrolled IMPALA steps, as in
-            # DAAC's critic phase, the flat program otherwise held ~11 GB and ran ~3× slower per step).
-            carry, outs = (params, opt_state), []
-            for e in range(epochs):
-                perm = jax.random.permutation(jax.random.fold_in(key, e), c.num_steps).reshape(num_mb, t_mb)
-                for b in range(num_mb):
-                    carry, out = minibatch_step(carry, perm[b])
-                    carry, out = jax.lax.optimization_barrier((carry, out))
-                    outs.append(out)
-            (params, opt_state) = carry
-            loss, aux = jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
-        else:
-            (params, opt_state), (loss, aux) = jax.lax.scan(epoch, (params, opt_state), jnp.arange(epochs))
-        return params, opt_state, jnp.mean(loss), jax.tree.map(jnp.mean, aux)
-
-    def learner_update(learner: LearnerState, batch: Batch, i, axis_name: Optional[str] = None):
-        k_update = jax.random.fold_in(jax.random.fold_in(learner.key, i), 0)
-        params, opt = dict(learner.params), dict(learner.opt_state)
-        out = dict(advantage_loss=nan)
-        if algo.shared:
-            params["shared"], opt["shared"], loss, aux = phase(
-                params["shared"], opt["shared"], joint_objective_batch, policy_epochs, batch, k_update, axis_name)
-            out.update(aux, loss=loss, critic_updated=jnp.ones((), bool))
-        else:
-            params["actor"], opt["actor"], loss_a, aux = phase(
-                params["actor"], opt["actor"], policy_objective_batch, policy_epochs, batch,
-                jax.random.fold_in(k_update, 0), axis_name)
-            out.update(aux)
-
-            def critic_phase(p_o):
-                p, o, loss, aux = phase(*p_o, value_objective_batch, value_epochs, batch,
-                                        jax.random.fold_in(k_update, 1), axis_name)
-                return p, o, loss, aux["value_loss"]
-
-            trained = (i % value_freq == 0) if value_freq > 1 else jnp.ones((), bool)
-            if value_freq > 1:
-                params["critic"], opt["critic"], loss_c, vl = jax.lax.cond(
-                    trained, critic_phase, lambda p_o: (*p_o, nan, nan), (params["critic"], opt["critic"]))
-            else:
-                params["critic"], opt["critic"], loss_c, vl = critic_phase((params["critic"], opt["critic"]))
-            out.update(loss=loss_a + jnp.where(trained, loss_c, 0.0), value_loss=vl, critic_updated=trained)
-        out = {k: (v if k == "critic_updated" else jnp.asarray(v, jnp.float32)) for k, v in out.items()}
-        return learner._replace(params=params, opt_state=opt), out
-
-    # ---- acting ------------------------------------------------------------------------------------
-    def step_returns(state, s: envs_lib.VecStep):
-        """Episode bookkeeping in unclipped reward: (state fields updated, (sum, discounted sum, count))."""
-        ep_return = state.episode_return + s.raw_reward
-        disc_return = state.discounted_return + state.discount_power * s.raw_reward
-        power = state.discount_power * jnp.where(s.valid, gamma, 1.0)
-        end = s.episode_end
-        ended = (jnp.sum(jnp.where(end, ep_return, 0.0)), jnp.sum(jnp.where(end, disc_return, 0.0)),
-                 jnp.sum(end.astype(jnp.int32)))
-        return dict(episode_return=jnp.where(end, 0.0, ep_return),
-                    discounted_return=jnp.where(end, 0.0, disc_return),
-                    discount_power=jnp.where(end, 1.0, power)), ended
-
-    class _Step(NamedTuple):
-        obs: jax.Array
-        action: jax.Array
-        logp: jax.Array
-        value: jax.Array
-        reward: jax.Array
-        done: jax.Array
-        truncated: jax.Array
-        valid: jax.Array
-        final_value: jax.Array  # V(final observation) where an episode ended (gymnax); 0 otherwise
-
-    def rollout(params, actor: ActorState, i):
-        k_act, k_env, _ = jax.random.split(jax.random.fold_in(actor.key, i), 3)
-
-        def vector_step(actor: ActorState, t):
-            logits, v = logits_and_value(params, prep(actor.obs))
-            a = jax.random.categorical(jax.random.fold_in(k_act, t), logits).astype(jnp.int32)
-            logp = jnp.take_along_axis(jax.nn.log_softmax(logits), a[:, None], axis=-1)[:, 0]
-            env_state, s = env.step(actor.env_state, jax.random.fold_in(k_env, t), a)
-            done = s.terminated | s.truncated
-            if env.always_valid:
-                # gymnax resets inside the step: the final observation is only in next_obs
-                final_value = jnp.where(done, critic_out(params[critic_name], prep(s.next_obs)), 0.0)
-            else:
-                # envpool resets on the NEXT call: the final observation is the next step's obs, whose
-                # value the next step (or the bootstrap) computes anyway
-                final_value = jnp.zeros_like(v)
-            fields, ended = step_returns(actor, s)
-            out = _Step(obs=actor.obs.astype(storage), action=a, logp=logp, value=v, reward=s.reward, done=done,
-                        truncated=s.truncated, valid=s.valid, final_value=final_value)
-            return actor._replace(env_state=env_state, obs=s.obs, **fields), (out, ended)
-
-        actor, (traj, ended) = jax.lax.scan(vector_step, actor, jnp.arange(c.num_steps))
-        last_value = critic_out(params[critic_name], prep(actor.obs))
-        return actor, traj, last_value, jax.tree.map(jnp.sum, ended)
-
-    def normalise_rewards(learner: LearnerState, actor: ActorState, traj: _Step, axis_name):
-        """Scale rewards by the running std of the discounted return (baselines' VecNormalize, updated
-        once per rollout with all its returns rather than once per step)."""
-        def acc(ret, x):
-            r, done, valid = x
-            ret = jnp.where(valid, ret * gamma + r, ret)
-            return jnp.where(done, 0.0, ret), ret
-
-        norm_return, rets = jax.lax.scan(acc, actor.norm_return, (traj.reward, traj.done, traj.valid))
-        w = traj.valid.astype(jnp.float32)
-        n, s = jnp.sum(w), jnp.sum(rets * w)
-        if axis_name is not None:
-            n, s = jax.lax.psum((n, s), axis_name)
-        mean_b = s / jnp.maximum(n, 1.0)
-        m2_b = jnp.sum(jnp.square(rets - mean_b) * w)
-        if axis_name is not None:
-            m2_b = jax.lax.psum(m2_b, axis_name)
-        st = learner.reward_stats
-        tot = st.count + n
-        delta = mean_b - st.mean
-        mean = st.mean + delta * n / tot
-        var = (st.var * st.count + m2_b + jnp.square(delta) * st.count * n / tot) / tot
-        stats = RunningStats(tot, mean, var)
-        reward = jnp.clip(traj.reward / jnp.sqrt(var + 1e-8), -10.0, 10.0)
-        return learner._replace(reward_stats=stats), actor._replace(norm_return=norm_return), reward
-
-    def make_batch(learner, actor, traj: _Step, last_value, axis_name):
-        reward = traj.reward
-        if c.normalize_rewards:
-            learner, actor, reward = normalise_rewards(learner, actor, traj, axis_name)
-        if env.always_valid:
-            boot = traj.final_value
-        else:
-            boot = jnp.concatenate([traj.value[1:], last_value[None]])
-        # a truncated episode still has a value after its last step: fold it into the reward
-        reward = reward + gamma * traj.truncated.astype(jnp.float32) * boot
-        discount = gamma * (1.0 - traj.done.astype(jnp.float32))
-        adv = jax.vmap(generalized_advantage_estimation, in_axes=(1, 1, 1, 0, None), out_axes=1)(
-            reward, discount, traj.value, last_value, lam)
-        w = traj.valid.astype(jnp.float32)
-        target = adv + traj.value
-        if c.normalize_advantages:
-            mean = _weighted_mean(adv, w, axis_name)
-            std = jnp.sqrt(_weighted_mean(jnp.square(adv - mean), w, axis_name))
-            adv = (adv - mean) / (std + 1e-8)
-        batch = Batch(obs=traj.obs, action=traj.action, logp=traj.logp, value=traj.value, advantage=adv,
-                      target=target, weight=w)
-        return learner, actor, batch
-
-    def collect(state: RunnerState, i, axis_name: Optional[str] = None):
-        learner, actor, evaluator = state
-        actor, traj, last_value, ended = rollout(learner.params, actor, i)
-        learner, actor, batch = make_batch(learner, actor, traj, last_value, axis_name)
-        return RunnerState(learner, actor, evaluator), batch, ended
-
-    # ---- probes ------------------------------------------------------------------------------------
-    def probe_sample(batch: Batch, key) -> Batch:
-        flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), batch)
-        u = jax.random.uniform(key, flat.weight.shape)
-        _, idx = jax.lax.top_k(jnp.where(flat.weight > 0, u, u - 2.0), c.probe_k)  # valid transitions first
-        return jax.tree.map(lambda x: x[idx], flat)
-
-    def init_params(key):
-        keys = jax.random.split(key, len(nets))
-        return {name: net.init(k, dummy_obs) for (name, net), k in zip(sorted(nets.items()), keys)}
-
-    def update_matrices(learner: LearnerState, examples: Batch, fresh_key) -> Dict[str, jax.Array]:
-        kw = dict(chunk_size=c.probe_chunk_size)
-        sets = [("", learner.params, learner.opt_state)]
-        if c.probe_fresh:
-            fresh = init_params(fresh_key)
-            sets.append(("_fresh", fresh, {k: optimizer.init(v) for k, v in fresh.items()}))
-        out = {}
-        for suffix, params, opt in sets:
-            out["actor" + suffix] = policy_update_matrix(
-                policy_loss, policy_logits, optimizer, params[actor_name], opt[actor_name], examples, examples.obs, **kw)
-            out["critic" + suffix] = update_matrix(
-                value_loss, value, optimizer, params[critic_name], opt[critic_name], examples, examples.obs, **kw)
-        return out
-
-    def _rank(a):
-        r = update_rank(a, float(c.probe_rank_eps))
-        return jnp.where(r >= 0, r.astype(jnp.float32), jnp.nan)
-
-    def _srank(phi):
-        r = srank(phi.reshape(phi.shape[0], -1), float(c.probe_srank_delta))
-        return jnp.where(r >= 0, r.astype(jnp.float32), jnp.nan)
-
-    def probe(learner: LearnerState, batch: Batch, i, actor_key) -> ActorCriticProbes:
-        k_sample = jax.random.split(jax.random.fold_in(actor_key, i), 3)[2]
-        k_fresh = jax.random.fold_in(jax.random.fold_in(learner.key, i), 1)
-        examples = probe_sample(batch, k_sample)
-        mats = update_matrices(learner, examples, k_fresh)
-        return ActorCriticProbes(
-            probed=jnp.ones((), bool),
-            actor_update_rank=_rank(mats["actor"]),
-            critic_update_rank=_rank(mats["critic"]),
-            actor_update_rank_fresh=_rank(mats["actor_fresh"]) if c.probe_fresh else nan,
-            critic_update_rank_fresh=_rank(mats["critic_fresh"]) if c.probe_fresh else nan,
-            actor_srank=_srank(features(actor_name, learner.params[actor_name], examples.obs)),
-            critic_srank=_srank(features(critic_name, learner.params[critic_name], examples.obs)),
-        )
-
-    # ---- evaluation on the test environments -----------------------------------------------------------
-    def evaluate(learner: LearnerState, ev: EvalState, i):
-        k_act, k_env = jax.random.split(jax.random.fold_in(ev.key, i))
-        p = learner.params[actor_name]
-
-        def vector_step(ev: EvalState, t):
-            logits = policy_logits(p, ev.obs)
-            a = jax.random.categorical(jax.random.fold_in(k_act, t), logits).astype(jnp.int32)
-            env_state, s = test_env.step(ev.env_state, jax.random.fold_in(k_env, t), a)
-            fields, ended = step_returns(ev, s)
-            return ev._replace(env_state=env_state, obs=s.obs, **fields), ended
-
-        ev, ended = jax.lax.scan(vector_step, ev, jnp.arange(c.eval_steps))
-        return ev, jax.tree.map(jnp.sum, ended)
-
-    # ---- init ----------------------------------------------------------------------------------------
-    def init_local(key, axis_name):
-        key = _typed_key(key)
-        k_net, k_learn, k_actor, k_eval = jax.random.split(key, 4)
-        params = init_params(k_net)
-        learner = LearnerState(
-            params=params, opt_state={k: optimizer.init(v) for k, v in params.items()}, key=k_learn,
-            reward_stats=RunningStats(jnp.full((), 1e-4, jnp.float32), jnp.zeros((), jnp.float32),
-                                      jnp.ones((), jnp.float32)),
-        )
-        if axis_name is not None:
-            k_actor = jax.random.fold_in(k_actor, jax.lax.axis_index(axis_name))
-            k_eval = jax.random.fold_in(k_eval, jax.lax.axis_index(axis_name))
-        k_reset, k_base = jax.random.split(k_actor)
-        env_state, obs = env.reset(k_reset)
-        zeros = jnp.zeros((num_envs,), jnp.float32)
-        actor = ActorState(key=k_base, env_state=env_state, obs=obs, episode_return=zeros,
-                           discounted_return=zeros, discount_power=jnp.ones_like(zeros), norm_return=zeros)
-        evaluator = None
-        if evaluating:
-            k_reset, k_base = jax.random.split(k_eval)
-            env_state, obs = test_env.reset(k_reset)
-            z = jnp.zeros((num_test,), jnp.float32)
-            evaluator = EvalState(key=k_base, env_state=env_state, obs=obs, episode_return=z, discounted_return=z,
-                                  discount_power=jnp.ones_like(z))
-        return RunnerState(learner, actor, evaluator)
-
-    # ---- one iteration ---------------------------------------------------------------------------
-    def iteration(state: RunnerState, i, axis_name):
-        state, batch, (ret_sum, disc_sum, ret_count) = collect(state, i, axis_name)
-        learner, actor, evaluator = state
-
-        if c.probe_interval > 0:
-            def do_probe():
-                m = probe(learner, batch, i, actor.key)
-                if axis_name is None:
-                    return m
-                # each device probes its own rollout shard; report the mean over devices
-                return ActorCriticProbes(m.probed, *jax.lax.pmean(tuple(m[1:]), axis_name))
-
-            probes = jax.lax.cond(i % c.probe_interval == 0, do_probe, empty_probes)
-        else:
-            probes = empty_probes()
-
-        learner, upd = learner_update(learner, batch, i, axis_name)
-
-        zero = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32))
-        evaluated = jnp.zeros((), bool)
-        test = zero
-        if evaluating:
-            evaluated = i % c.eval_interval == 0
-
-            def do_eval(ev):
-                ev, ended = evaluate(learner, ev, i)
-                return ev, (ended if axis_name is None else jax.lax.psum(ended, axis_name))
-
-            evaluator, test = jax.lax.cond(evaluated, do_eval, lambda ev: (ev, zero), evaluator)
-        if axis_name is not None:
-            ret_sum, disc_sum, ret_count = jax.lax.psum((ret_sum, disc_sum, ret_count), axis_name)
-        metrics = ActorCriticMetrics(
-            env_steps=((i + 1) * steps_per_iter).astype(jnp.int32), learned=jnp.ones((), bool), loss=upd["loss"],
-            policy_loss=upd["policy_loss"], value_loss=upd["value_loss"], entropy=upd["entropy"],
-            advantage_loss=upd["advantage_loss"], approx_kl=upd["approx_kl"], clip_fraction=upd["clip_fraction"],
-            critic_updated=upd["critic_updated"], return_sum=ret_sum, discounted_return_sum=disc_sum,
-            return_count=ret_count, evaluated=evaluated, test_return_sum=test[0], test_discounted_return_sum=test[1],
-            test_return_count=test[2], probes=probes,
-        )
-        return RunnerState(learner, actor, evaluator), metrics
-
-    def run_local(state, start, length, axis_name):
-        if length == 1:  # no loop around the iteration (see `update_unroll`); metrics still get a [1] axis
-            state, m = iteration(state, jnp.asarray(start, jnp.int32), axis_name)
-            return state, jax.tree.map(lambda x: x[None], m)
-        idx = jnp.asarray(start, jnp.int32) + jnp.arange(length, dtype=jnp.int32)
-        return jax.lax.scan(lambda s, i: iteration(s, i, axis_name), state, idx)
-
-    # ---- single device or shard_map ---------------------------------------------------------------
-    if d == 1:
-        def init(key):
-            return init_local(key, None)
-
-        def run(state, start, length):
-            return run_local(state, start, length, None)
-    else:
-        mesh = jax.make_mesh((d,), (AXIS,), axis_types=(jax.sharding.AxisType.Auto,))
-        spec = RunnerState(learner=P(), actor=P(AXIS), evaluator=P(AXIS) if evaluating else None)
-
-        def add_axis(s):
-            return s._replace(actor=jax.tree.map(lambda x: x[None], s.actor),
-                              evaluator=jax.tree.map(lambda x: x[None], s.evaluator))
-
-        def drop_axis(s):
-            return s._replace(actor=jax.tree.map(lambda x: x[0], s.actor),
-                              evaluator=jax.tree.map(lambda x: x[0], s.evaluator))
-
-        def init(key):
-            return jax.shard_map(lambda k: add_axis(init_local(k, AXIS)), mesh=mesh, in_specs=P(),
-                                 out_specs=spec)(_typed_key(key))
-
-        def run(state, start, length):
-            def body(s, st):
-                s, m = run_local(drop_axis(s), st, length, AXIS)
-                return add_axis(s), m
-
-            return jax.shard_map(body, mesh=mesh, in_specs=(spec, P()), out_specs=(spec, P()))(
-                state, jnp.asarray(start, jnp.int32))
-
-    def reattach_env(state: RunnerState) -> RunnerState:
-        if env.jittable:
-            return state
-        env_state, obs = env.reset(state.actor.key)
-        z = jnp.zeros((num_envs,), jnp.float32)
-        actor = state.actor._replace(env_state=env_state, obs=obs, episode_return=z, discounted_return=z,
-                                     discount_power=jnp.ones_like(z), norm_return=z)
-        evaluator = state.evaluator
-        if evaluator is not None:
-            env_state, obs = test_env.reset(evaluator.key)
-            z = jnp.zeros((num_test,), jnp.float32)
-            evaluator = evaluator._replace(env_state=env_state, obs=obs, episode_return=z, discounted_return=z,
-                                           discount_power=jnp.ones_like(z))
-        return state._replace(actor=actor, evaluator=evaluator)
-
-    return ActorCriticAgent(
-        config=c, algo=algo, env=env, test_env=test_env, networks=nets, optimizer=optimizer,
-        actor_name=actor_name, critic_name=critic_name, train_env_options=train_opts, test_env_options=test_opts,
-        num_iterations=num_iterations, steps_per_iteration=steps_per_iter, init=init, run=run, collect=collect,
-        learner_update=learner_update, probe_sample=probe_sample, update_matrices=update_matrices, probe=probe,
-        policy_loss=policy_loss, value_loss=value_loss, policy_logits=policy_logits, value=value,
-        features=features, evaluate=evaluate, reattach_env=reattach_env,
-    )
-
-
-def make_train(config: ActorCriticConfig) -> Callable[[jax.Array], Tuple[RunnerState, ActorCriticMetrics]]:
-    """`train(key) -> (final RunnerState, ActorCriticMetrics stacked [num_iterations])`, one jittable function.
-
-    The config is validated here, before anything is traced: a bad field raises ValueError naming it
-    and the fix. Run many seeds at once with `jax.jit(jax.vmap(train))(jax.random.split(key, n))`
-    (jitted gymnax environments only).
-
-    Example (CartPole, a few seconds):
-      >>> import jax
-      >>> cfg = ActorCriticConfig(env="CartPole-v1", hidden=(16,), num_envs=4, num_steps=32,
-      ...                         num_minibatches=4, total_steps=256)
-      >>> state, metrics = jax.jit(make_train(cfg))(jax.random.key(0))
-      >>> metrics.loss.shape                 # one entry per iteration (4 × 32 env steps + 3 × 4 updates)
-      (2,)
-    """
-    agent = make_agent(config)
-
-    def train(key: jax.Array) -> Tuple[RunnerState, ActorCriticMetrics]:
-        return agent.run(agent.init(key), 0, agent.num_iterations)
-
-    return train
+    builds the agent (`tdjax.train.make_agent` and `make_train` dispatch here for an ActorCriticConfig;
+    docs/actor_critic.md has a run)."""
+    spec = build_spec(config)
+    init, run = core.build_loop(spec, update.init_local, update.iteration, per_device=("actor", "evaluator"))
+    return ActorCriticAgent(spec, init, run)
 
 
 # ----------------------------------------------------------------------------------------------------
 # Summaries (for logs).
-
-
-def _nanmean(x: np.ndarray) -> float:
-    x = np.asarray(x, np.float64)
-    return float(np.nanmean(x)) if x.size and np.isfinite(x).any() else float("nan")
 
 
 def summarise(metrics: ActorCriticMetrics) -> dict:
@@ -1133,47 +593,16 @@ def summarise(metrics: ActorCriticMetrics) -> dict:
     gap of Lyle et al. 2022, eq. 6 (train − test mean discounted return; `_undiscounted` beside it),
     and the mean of each probe taken."""
     m = jax.tree.map(np.asarray, metrics)
-    n, nt = int(m.return_count.sum()), int(m.test_return_count.sum())
-
-    def ratio(s, k):
-        return float(s.sum() / k) if k else float("nan")
-
-    out = {
-        "env_steps": int(m.env_steps[-1]),
-        "updates": int(m.learned.sum()),
-        "loss": _nanmean(m.loss),
-        "policy_loss": _nanmean(m.policy_loss),
-        "value_loss": _nanmean(m.value_loss),
-        "entropy": _nanmean(m.entropy),
-        "advantage_loss": _nanmean(m.advantage_loss),
-        "approx_kl": _nanmean(m.approx_kl),
-        "clip_fraction": _nanmean(m.clip_fraction),
-        "episodes": n,
-        "return_mean": ratio(m.return_sum, n),
-        "discounted_return_mean": ratio(m.discounted_return_sum, n),
-        "test_episodes": nt,
-        "test_return_mean": ratio(m.test_return_sum, nt),
-        "test_discounted_return_mean": ratio(m.test_discounted_return_sum, nt),
-    }
+    out = {"env_steps": int(m.env_steps[-1]), "updates": int(m.learned.sum())}
+    for name in ("loss", "policy_loss", "value_loss", "entropy", "advantage_loss", "approx_kl", "clip_fraction"):
+        out[name] = core.nanmean(getattr(m, name))
+    for prefix, test in (("", False), ("test_", True)):
+        out[f"{prefix}episodes"] = int(getattr(m, f"{prefix}return_count").sum())
+        out[f"{prefix}return_mean"] = float(core.mean_return(m, test=test))
+        out[f"{prefix}discounted_return_mean"] = float(core.mean_return(m, test=test, discounted=True))
     out["generalization_gap"] = out["discounted_return_mean"] - out["test_discounted_return_mean"]
     out["generalization_gap_undiscounted"] = out["return_mean"] - out["test_return_mean"]
-    probed = m.probes.probed.astype(bool)
-    for name in ActorCriticProbes._fields[1:]:
-        out[f"probe_{name}"] = _nanmean(getattr(m.probes, name)[probed])
-    return out
-
-
-def mean_return(metrics: ActorCriticMetrics, last: Optional[int] = None, *, test: bool = False,
-                discounted: bool = False) -> np.ndarray:
-    """Mean (discounted) return of the training (or `test`) episodes that ended in the last `last`
-    iterations (all if None); [...] per seed, NaN where none ended."""
-    prefix = "test_" if test else ""
-    s = np.asarray(getattr(metrics, f"{prefix}{'discounted_' if discounted else ''}return_sum"), np.float64)
-    n = np.asarray(getattr(metrics, f"{prefix}return_count"))
-    if last is not None:
-        s, n = s[..., -last:], n[..., -last:]
-    total = n.sum(-1)
-    return np.where(total > 0, s.sum(-1) / np.maximum(total, 1), np.nan)
+    return dict(out, **core.probe_means(m.probes))
 
 
 def generalization_gap(metrics: ActorCriticMetrics, last: Optional[int] = None, *,
@@ -1181,8 +610,8 @@ def generalization_gap(metrics: ActorCriticMetrics, last: Optional[int] = None, 
     """Lyle et al. 2022, eq. 6: E_train[Σ γᵗ rₜ] − E_test[Σ γᵗ rₜ] under the current policy, estimated by
     the mean discounted return of the training and test episodes that ended in the last `last`
     iterations (`discounted=False`: undiscounted returns, as ProcGen results are usually reported)."""
-    return (mean_return(metrics, last, discounted=discounted)
-            - mean_return(metrics, last, test=True, discounted=discounted))
+    return (core.mean_return(metrics, last, discounted=discounted)
+            - core.mean_return(metrics, last, test=True, discounted=discounted))
 
 
-core.register_family(ActorCriticConfig, core.Family("actor_critic", make_agent, summarise, mean_return))
+core.register_family(ActorCriticConfig, core.Family("actor_critic", make_agent, summarise, core.mean_return))
