@@ -266,7 +266,7 @@ def _rows(cfg: Config, res: dict) -> list[dict]:
     return rows
 
 
-EXPERIMENT = Experiment(lyle22_fig3, __doc__, config=config, tiny=tiny, scales=SCALES, run=run, plot=plot,
+EXPERIMENT = Experiment(NAME, __doc__, config=config, tiny=tiny, scales=SCALES, run=run, plot=plot,
                         claims=check_claims, rows=_rows)
 
 
