@@ -26,9 +26,11 @@ A figure module keeps its config, its computation, its plot and its claims, and 
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import functools
 import sys
+import typing
 import time
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, NamedTuple, Optional, Sequence
@@ -132,7 +134,8 @@ class Experiment:
         base = self.base_config(scale)
         cli_type = _cli_type(type(base), self.scale_names)
         default = cli_type(config=base, scale=scale, out=Path("outputs") / self.name, progress=True)
-        args = tyro.cli(cli_type, default=default, args=argv, prog=self._prog, description=self._help)
+        args = tyro.cli(cli_type, default=default, args=argv, prog=self._prog, description=self._help,
+                        registry=_registry())
         return Invocation(args.config, args.scale, Path(args.out), bool(args.progress))
 
     def main(self, argv: Optional[Sequence[str]] = None) -> Claims:
@@ -189,3 +192,38 @@ def _cli_type(config_type: type, scale_names: tuple[str, ...]) -> type:
         ("out", Annotated[Path, tyro.conf.arg(help="output folder (checked writable before computing)")]),
         ("progress", Annotated[bool, tyro.conf.arg(help="show a progress bar")]),
     ], frozen=True)
+
+
+def _named_values(strings: list[str]) -> tuple:
+    out = []
+    for text in strings:
+        name, sep, value = text.partition("=")
+        if not sep or not name:
+            raise ValueError(f"expected NAME=VALUE, got {text!r}")
+        try:
+            out.append((name, ast.literal_eval(value)))
+        except (ValueError, SyntaxError):  # a bare word is a string: distribution_mode=hard
+            out.append((name, value))
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=None)
+def _registry():
+    """tyro's parsers plus one for `tuple[tuple[str, Any], ...]` fields (e.g. `env_options`), which tyro
+    cannot parse alone: `--agent.env-options distribution_mode=hard use_backgrounds=False`."""
+    from tyro import constructors
+
+    registry = constructors.ConstructorRegistry()
+
+    @registry.primitive_rule
+    def named_values(info):
+        args = typing.get_args(info.type)
+        if (typing.get_origin(info.type) is not tuple or len(args) != 2 or args[1] is not Ellipsis
+                or typing.get_origin(args[0]) is not tuple or typing.get_args(args[0]) != (str, typing.Any)):
+            return None
+        return constructors.PrimitiveConstructorSpec(
+            nargs="*", metavar="NAME=VALUE", instance_from_str=_named_values,
+            is_instance=lambda x: isinstance(x, tuple),
+            str_from_instance=lambda x: [f"{k}={v!r}" for k, v in x])
+
+    return registry
