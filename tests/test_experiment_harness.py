@@ -56,7 +56,8 @@ def test_training_figure_flags_reach_the_config(tmp_path):
     assert cfg == dataclasses.replace(cpu, agent=cpu.agent.replace(probe_k=16)) and progress is True
     # tuple-of-(name, value) fields take NAME=VALUE words (values as Python literals, else strings)
     cfg, _ = _config_reaching_run(lyle22_fig3.EXPERIMENT, [
-        "--tiny", "--out", str(tmp_path), "--agent.env-options", "distribution_mode=hard", "repeat_action_probability=0.0"])
+        "--tiny", "--out", str(tmp_path), "--agent.env-options", "distribution_mode=hard",
+        "repeat_action_probability=0.0"])
     assert cfg.agent.env_options == (("distribution_mode", "hard"), ("repeat_action_probability", 0.0))
 
 
