@@ -128,7 +128,7 @@ class Experiment:
 
         argv = list(sys.argv[1:] if argv is None else argv)
         argv = [a for b in (["--scale", TINY] if a == "--tiny" else [a] for a in argv) for a in b]
-        pre = argparse.ArgumentParser(prog=self._prog, add_help=False)
+        pre = argparse.ArgumentParser(prog=self._prog, add_help=False, allow_abbrev=False)
         pre.add_argument("--scale", choices=self.scale_names, default=self.scale_names[0])
         scale = pre.parse_known_args(argv)[0].scale
         base = self.base_config(scale)
