@@ -31,19 +31,16 @@ Run: `python -m experiments.lyle22_fig10 --out outputs/lyle22_fig10` (under a mi
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import time
-from pathlib import Path
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm import tqdm
 
 import tdjax
-from tdjax.report import Claims, save_csv, save_figure, save_npz
+from experiments._harness import Experiment, progress_bar
+from tdjax.report import Claims
 
 NAME = "lyle22_fig10"
 
@@ -141,7 +138,7 @@ def run(cfg: Config, show_progress: bool = True) -> dict:
     errors, spectra = [], []
     with jax.enable_x64(True):
         masks = jnp.asarray(np.arange(cfg.n_states)[None, :] < counts[:, None])
-        for g in tqdm(range(cfg.n_graphs), desc=NAME, disable=not show_progress):
+        for g in progress_bar(iterable=range(cfg.n_graphs), desc=NAME, enabled=show_progress):
             K, targets, eigenvalues = graph_targets(cfg, cfg.seed + g)
             errors.append(np.asarray(_test_errors(K, targets, masks, cfg.ridge)))
             spectra.append(eigenvalues)
@@ -227,30 +224,14 @@ def _rows(cfg: Config, res: dict) -> list[dict]:
             for t in range(len(names)) for i, (f, c) in enumerate(zip(cfg.train_fractions, res["train_counts"]))]
 
 
+EXPERIMENT = Experiment(NAME, __doc__, config=config, tiny=tiny, run=run, plot=plot, claims=check_claims,
+                        rows=_rows)
+
+
 def main(argv: Sequence[str] | None = None) -> Claims:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=f"outputs/{NAME}", help=f"output folder (default outputs/{NAME})")
-    parser.add_argument("--tiny", action="store_true", help="a few-second run for tests")
-    parser.add_argument("--gamma", type=float, default=None)
-    parser.add_argument("--ridge", type=float, default=None)
-    parser.add_argument("--n-graphs", type=int, default=None)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    cfg = tiny() if args.tiny else config()
-    overrides = dict(gamma=args.gamma, ridge=args.ridge, n_graphs=args.n_graphs)
-    cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
-    out = Path(args.out)
-    t0 = time.time()
-    res = run(cfg, show_progress=not args.no_progress)
-    save_npz(out / f"{NAME}.npz", **res)
-    save_csv(out / f"{NAME}.csv", _rows(cfg, res))
-    save_figure(plot(cfg, res), out / f"{NAME}.png")
-    claims = check_claims(cfg, res)
-    claims.settings["runtime_s"] = round(time.time() - t0, 1)
-    claims.save(out)
-    print(claims.markdown())
-    return claims
+    """`python -m experiments.lyle22_fig10 [--tiny] [--out DIR] [--<any Config field> VALUE ...]`; see `--help`."""
+    return EXPERIMENT.main(argv)
 
 
 if __name__ == "__main__":
-    main()
+    EXPERIMENT.cli()

@@ -19,7 +19,7 @@ state, its own target) on the same transitions: the random-init baseline of Fig.
 
 What this module does: for every (agent ∈ {DQN, C51}, game) it trains with `agent.run` in chunks of
 `point_interval` environment steps; after each chunk it samples k distinct transitions uniformly from replay
-(`tdjax.train.replay.sample_distinct`; for envpool games only valid transitions, see `sample_transitions`),
+(`tdjax.train.replay.sample_distinct`, which draws only valid transitions: never envpool's reset steps),
 builds A and the baseline, and orders the k states by hierarchical clustering of the rows of A
 (`scipy.cluster.hierarchy.linkage(A, "average", optimal_ordering=True)`, leaves order; deterministic). The
 same permutation is applied to rows and columns, so the diagonal (an update's effect on its own state) stays
@@ -37,23 +37,21 @@ Run: `python -m experiments.lyle22_fig12 --out outputs/lyle22_fig12 [--scale smo
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import sys
 import time
 import warnings
-from pathlib import Path
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm import tqdm
 
 import tdjax
-from tdjax.report import Claims, save_csv, save_figure, save_npz
-from tdjax.train import ValueConfig, make_agent
+from experiments._harness import Experiment, progress_bar
+from tdjax.report import Claims
+from tdjax.train import ValueConfig, family_of
 from tdjax.train import replay as replay_lib
+from tdjax.train.seeds import make_seed_runner
 
 NAME = "lyle22_fig12"
 SCALES = ("smoke", "cpu", "paper")
@@ -124,7 +122,8 @@ def _validate(cfg: Config) -> None:
     if len(set(cfg.games)) != len(cfg.games):
         bad("games", f"repeats a game: {cfg.games}.")
     if not set(cfg.sparse_games) <= set(cfg.games):
-        bad("sparse_games", f"must be a subset of games {cfg.games}, got {cfg.sparse_games}.")
+        bad("sparse_games", f"must be a subset of games {cfg.games}, got {cfg.sparse_games}. Fix: set both, e.g. "
+                            "--games Breakout-MinAtar Freeway-MinAtar --sparse-games Freeway-MinAtar.")
     if not cfg.algos:
         bad("algos", "is empty: needs at least one agent (e.g. ('dqn', 'c51')).")
     unknown = [a for a in cfg.algos if a not in ALGO_NAMES]
@@ -157,26 +156,11 @@ def _validate(cfg: Config) -> None:
         bad("k", f"= {cfg.k} exceeds the {stored} transitions stored at the first point.")
 
 
-def sample_transitions(agent, replay, key, k: int):
-    """k distinct transitions uniformly from replay: `replay.sample_distinct` when every stored step is a
-    transition (gymnax), else the same top-k of uniform scores restricted to valid steps (envpool's reset
-    steps are not transitions; `sample_distinct` does not skip them)."""
-    if agent.env.always_valid:
-        return replay_lib.sample_distinct(replay, key, k)
-    capacity, num_envs = replay.data.action.shape[:2]
-    scores = jax.random.uniform(key, (capacity * num_envs,))
-    ok = (jnp.arange(capacity * num_envs) < replay_lib.size(replay)) & replay.data.valid.reshape(-1)
-    _, idx = jax.lax.top_k(jnp.where(ok, scores, -1.0), k)
-    t, e = idx // num_envs, idx % num_envs
-    out = jax.tree.map(lambda buf: buf[t, e], replay.data)
-    return out._replace(obs=out.obs.astype(jnp.float32), next_obs=out.next_obs.astype(jnp.float32))
-
-
 def panel(agent, learner, replay, key, k: int):
     """One panel: (A, A_fresh, batch). A [k, k] is eq. 21 for the agent (its params, optimizer state and
     target network); A_fresh the same for a new network (new key, `optimizer.init`, its own target)."""
     k_batch, k_fresh = jax.random.split(key)
-    batch = sample_transitions(agent, replay, k_batch, k)
+    batch = replay_lib.sample_distinct(replay, k_batch, k)
     A = tdjax.update_matrix(lambda p, tr: agent.example_loss(p, learner.target_params, tr), agent.output_fn,
                             agent.optimizer, learner.params, learner.opt_state, batch, batch.obs)
     fresh = agent.network.init(k_fresh, jnp.zeros(agent.env.obs_shape, jnp.float32))
@@ -208,23 +192,14 @@ def diagonal_ratio(A: np.ndarray) -> float:
     return float(np.abs(np.diag(A)).mean() / denom) if denom > 0 else float("nan")
 
 
-def _chunk_fns(agent, cfg: Config, iters: int, batched: bool):
-    """Jitted init, run-one-chunk and panel functions (vmapped over seeds when the env is pure JAX)."""
+def _panels_fn(agent, cfg: Config):
+    """Jitted panels of every seed (states stacked [S, ...]): A, A_fresh and their update ranks."""
 
     def one_panel(learner, replay, key):
         A, A0, _ = panel(agent, learner, replay, key, cfg.k)
         return A, A0, tdjax.update_rank(A, cfg.rank_eps), tdjax.update_rank(A0, cfg.rank_eps)
 
-    if batched:
-        init = jax.jit(jax.vmap(agent.init))
-        run_chunk = jax.jit(lambda s, start: jax.vmap(lambda x: agent.run(x, start, iters))(s))
-        panels = jax.jit(jax.vmap(one_panel))
-    else:
-        init = jax.jit(agent.init)
-        run_chunk = jax.jit(lambda s, start: agent.run(s, start, iters))
-        add = lambda tree: jax.tree.map(lambda x: x[None], tree)  # noqa: E731
-        panels = jax.jit(lambda l, r, k: add(one_panel(l, r, k[0])))
-    return init, run_chunk, panels
+    return jax.jit(jax.vmap(one_panel))
 
 
 def run(cfg: Config, show_progress: bool = True) -> dict:
@@ -240,26 +215,21 @@ def run(cfg: Config, show_progress: bool = True) -> dict:
                diagonal_ratio_fresh=np.zeros((L, G, S, P)), point_return=np.full((L, G, S, P), np.nan),
                seconds=np.zeros((L, G)))
     root = jax.random.key(cfg.seed)
-    with tqdm(total=L * G * P, desc=NAME, disable=not show_progress) as bar:
+    with progress_bar(L * G * P, desc=NAME, enabled=show_progress) as bar:
         for li, algo in enumerate(cfg.algos):
             for gi, game in enumerate(cfg.games):
                 t0 = time.time()
-                agent = make_agent(a.replace(env=game, algo=algo))
-                batched = agent.env.jittable
-                if not batched and S != 1:
-                    raise ValueError(f"{NAME}: Config.seeds must be 1 for {game} (an envpool game cannot be "
-                                     f"vmapped), got {S}.")
-                init, run_chunk, panels = _chunk_fns(agent, cfg, iters, batched)
+                agent_cfg = a.replace(env=game, algo=algo)
+                seeds = make_seed_runner(agent_cfg, S)  # vmapped for gymnax, one after another for envpool
+                panels = _panels_fn(seeds.agent, cfg)
                 k_train, k_panel = jax.random.split(jax.random.fold_in(jax.random.fold_in(root, li), gi))
-                keys = jax.random.split(k_train, S)
-                state = init(keys if batched else keys[0])
+                state = seeds.init(k_train)
                 for p in range(P):
-                    state, m = run_chunk(state, p * iters)
+                    state, m = seeds.run(state, p * iters, iters)
                     pkeys = jax.random.split(jax.random.fold_in(k_panel, p), S)
                     A, A0, r, r0 = jax.tree.map(np.asarray, panels(state.learner, state.actor.replay, pkeys))
-                    rs, rc = np.asarray(m.return_sum).reshape(S, -1), np.asarray(m.return_count).reshape(S, -1)
-                    out["point_return"][li, gi, :, p] = np.where(rc.sum(-1) > 0, rs.sum(-1) / np.maximum(rc.sum(-1), 1),
-                                                                 np.nan)
+                    # the mean return of the episodes ending in this chunk
+                    out["point_return"][li, gi, :, p] = family_of(agent_cfg).mean_return(m)
                     for s in range(S):
                         out["A"][li, gi, s, p], out["A_fresh"][li, gi, s, p] = A[s], A0[s]
                         out["order"][li, gi, s, p] = cluster_order(A[s], cfg.linkage)
@@ -284,7 +254,9 @@ def check_claims(cfg: Config, res: dict) -> Claims:
         games=list(cfg.games), sparse=list(cfg.sparse_games), algos=list(cfg.algos), seeds=cfg.seeds,
         network=a.network, total_steps=a.total_steps, num_envs=a.num_envs, batch_size=a.batch_size, lr=a.lr,
         optimizer=a.optimizer, k=cfg.k, rank_eps=cfg.rank_eps, points=[int(s) for s in steps],
-        clustering=f"{cfg.linkage} linkage on the rows of A"))
+        clustering=f"{cfg.linkage} linkage on the rows of A",
+        seconds_per_run={f"{al}/{g}": round(float(res["seconds"][li, gi]), 1)
+                         for li, al in enumerate(cfg.algos) for gi, g in enumerate(cfg.games)}))
     rank = res["update_rank"].mean(2)  # [L, G, P]
     fresh = res["update_rank_fresh"].mean(2)
     diag = res["diagonal_ratio"].mean(2)
@@ -311,9 +283,9 @@ def check_claims(cfg: Config, res: dict) -> Claims:
     with warnings.catch_warnings():  # a chunk may end no episode (NaN)
         warnings.simplefilter("ignore", RuntimeWarning)
         point_return = np.nanmean(res["point_return"], axis=2)
-    claims.note("Returns per point (mean over seeds of the episodes ending in the preceding chunk; nan: none "
-                "ended): " + "; ".join(f"{ALGO_NAMES[al]} {g}: " + " → ".join(f"{x:.1f}" for x in point_return[li, gi])
-                                       for li, al in enumerate(cfg.algos) for gi, g in enumerate(cfg.games)) + ".")
+    claims.note("Returns per point (mean over seeds of the episodes ending in the preceding chunk): "
+                + "; ".join(f"{ALGO_NAMES[al]} {g}: " + " → ".join(f"{x:.1f}" for x in point_return[li, gi])
+                            for li, al in enumerate(cfg.algos) for gi, g in enumerate(cfg.games)) + ".")
     claims.note("MinAtar stands in for Atari (Freeway for the sparse end of the paper's range, which is Montezuma's "
                 "Revenge), and the runs are ~10⁴–10⁵ steps instead of 7M frames. 'Overfitting' is read as a higher "
                 "update rank than the random-init network (Fig. 3's baseline); the paper shows pictures only.")
@@ -373,42 +345,15 @@ def _rows(cfg: Config, res: dict) -> list[dict]:
     return rows
 
 
+EXPERIMENT = Experiment(NAME, __doc__, config=config, tiny=tiny, scales=SCALES, run=run, plot=plot,
+                        claims=check_claims, rows=_rows)
+
+
 def main(argv: Sequence[str] | None = None) -> Claims:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=f"outputs/{NAME}", help=f"output folder (default outputs/{NAME})")
-    parser.add_argument("--scale", choices=SCALES, default="smoke", help="smoke (default), cpu, or paper (GPU)")
-    parser.add_argument("--tiny", action="store_true", help="a seconds-long run for tests (overrides --scale)")
-    parser.add_argument("--algos", nargs="+", default=None, help=f"a subset of the agents ({', '.join(ALGO_NAMES)})")
-    parser.add_argument("--games", nargs="+", default=None, help="a subset of the scale's games")
-    parser.add_argument("--seeds", type=int, default=None)
-    parser.add_argument("--total-steps", type=int, default=None)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    cfg = tiny() if args.tiny else config(args.scale)
-    if args.algos is not None:
-        cfg = dataclasses.replace(cfg, algos=tuple(args.algos))
-    if args.games is not None:
-        cfg = dataclasses.replace(cfg, games=tuple(args.games),
-                                  sparse_games=tuple(g for g in cfg.sparse_games if g in args.games))
-    if args.seeds is not None:
-        cfg = dataclasses.replace(cfg, seeds=args.seeds)
-    if args.total_steps is not None:
-        cfg = dataclasses.replace(cfg, agent=cfg.agent.replace(total_steps=args.total_steps))
-    out = Path(args.out)
-    t0 = time.time()
-    res = run(cfg, show_progress=not args.no_progress)
-    save_npz(out / f"{NAME}.npz", **res)
-    save_csv(out / f"{NAME}.csv", _rows(cfg, res))
-    save_figure(plot(cfg, res), out / f"{NAME}.png")
-    claims = check_claims(cfg, res)
-    claims.settings["scale"] = "tiny" if args.tiny else args.scale
-    claims.settings["runtime_s"] = round(time.time() - t0, 1)
-    claims.settings["seconds_per_run"] = {f"{al}/{g}": round(float(res["seconds"][li, gi]), 1)
-                                          for li, al in enumerate(cfg.algos) for gi, g in enumerate(cfg.games)}
-    claims.save(out)
-    print(claims.markdown())
-    return claims
+    """`python -m experiments.lyle22_fig12 [--scale smoke|cpu|paper|tiny] [--out DIR] [--<any Config field> VALUE ...]`
+    (nested fields too: `--agent.total-steps 5000`); see `--help`."""
+    return EXPERIMENT.main(argv)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    EXPERIMENT.cli()

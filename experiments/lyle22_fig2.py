@@ -31,21 +31,18 @@ on 2 busy cores).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import time
-from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm import tqdm
 
 import tdjax
 from tdjax.networks import MLP
-from tdjax.report import Claims, save_csv, save_figure, save_npz
+from experiments._harness import Experiment, progress_bar
+from tdjax.report import Claims
 
 NAME = "lyle22_fig2"
 # A target counts as high-frequency (the paper's claim is about these) when its period spans at most this
@@ -186,7 +183,7 @@ def make_train(cfg: Config, data: Data) -> Callable[[jax.Array], dict]:
 
 def run(cfg: Config, show_progress: bool = True) -> dict:
     _validate(cfg)
-    with tqdm(total=3, desc=NAME, disable=not show_progress) as bar:
+    with progress_bar(3, desc=NAME, enabled=show_progress) as bar:
         info, data = value_data(cfg)
         bar.update()
         keys = jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds)
@@ -343,28 +340,14 @@ def _rows(cfg: Config, res: dict) -> list[dict]:
     return rows
 
 
+EXPERIMENT = Experiment(NAME, __doc__, config=config, tiny=tiny, run=run, plot=plot, claims=check_claims,
+                        rows=_rows)
+
+
 def main(argv: Sequence[str] | None = None) -> Claims:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=f"outputs/{NAME}", help=f"output folder (default outputs/{NAME})")
-    parser.add_argument("--tiny", action="store_true", help="a few-second run for tests")
-    parser.add_argument("--seeds", type=int, default=None, help="number of seeds")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    cfg = tiny() if args.tiny else config()
-    if args.seeds is not None:
-        cfg = dataclasses.replace(cfg, num_seeds=args.seeds)
-    out = Path(args.out)
-    t0 = time.time()
-    res = run(cfg, show_progress=not args.no_progress)
-    save_npz(out / f"{NAME}.npz", **res)
-    save_csv(out / f"{NAME}.csv", _rows(cfg, res))
-    save_figure(plot(cfg, res), out / f"{NAME}.png")
-    claims = check_claims(cfg, res)
-    claims.settings["runtime_s"] = round(time.time() - t0, 1)
-    claims.save(out)
-    print(claims.markdown())
-    return claims
+    """`python -m experiments.lyle22_fig2 [--tiny] [--out DIR] [--<any Config field> VALUE ...]`; see `--help`."""
+    return EXPERIMENT.main(argv)
 
 
 if __name__ == "__main__":
-    main()
+    EXPERIMENT.cli()

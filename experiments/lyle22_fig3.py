@@ -10,7 +10,7 @@ Here, at CPU scale, the same measurement runs on MinAtar (Young & Tian 2019) wit
 loop (`tdjax.train.make_train`, probes inside jit): Breakout and SpaceInvaders (dense reward) against
 Freeway (sparse: a random policy rarely gets the chicken across). Every probe also measures a freshly
 initialised network (a new one per probe) on the same k transitions: the "random parameters" baseline.
-Seeds are vmapped: `jax.jit(jax.vmap(make_train(cfg)))(keys)`.
+Seeds are vmapped by `tdjax.train.seeds.train_seeds`: `jax.jit(jax.vmap(make_train(cfg)))(keys)`.
 
 Scales (`--scale`): `smoke` (all three games, a few minutes on 2 CPU cores), `cpu` (longer runs, each
 game ~10-15 minutes), `paper` (Atari Pong, Boxing, Seaquest and Montezuma's Revenge through envpool with
@@ -23,21 +23,18 @@ Run: `python -m experiments.lyle22_fig3 --out outputs/lyle22_fig3 [--scale smoke
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import sys
 import time
 import warnings
-from pathlib import Path
 from typing import Sequence
 
 import jax
 import numpy as np
-from tqdm import tqdm
 
-from tdjax.envs import vec_spec
-from tdjax.report import Claims, save_csv, save_figure, save_npz
-from tdjax.train import ValueConfig, make_train
+from experiments._harness import Experiment, progress_bar
+from tdjax.report import Claims
+from tdjax.train import ValueConfig, family_of
+from tdjax.train.seeds import train_seeds
 
 NAME = "lyle22_fig3"
 SCALES = ("smoke", "cpu", "paper")
@@ -130,30 +127,22 @@ def _binned_returns(return_sum: np.ndarray, return_count: np.ndarray, bins: int)
 def run(cfg: Config, show_progress: bool = True) -> dict:
     """Trains every game with `cfg.seeds` vmapped seeds; returns the probe and return arrays, [G, S, ...]."""
     _validate(cfg)
-    keys = jax.random.split(jax.random.key(cfg.seed), cfg.seeds)
     fields = ("update_rank", "update_rank_fresh", "srank", "dormant_fraction", "interference_cos")
     out = {f: [] for f in fields}
     out.update(returns=[], final_return=[], seconds=[])
     probe_steps = bin_steps = None
-    for game in tqdm(cfg.games, desc=NAME, disable=not show_progress):
+    for game in progress_bar(iterable=cfg.games, desc=NAME, enabled=show_progress):
         t0 = time.time()
-        agent_cfg = cfg.agent.replace(env=game)
-        if vec_spec(game).jittable:  # gymnax: all seeds in one vmapped run
-            _, m = jax.block_until_ready(jax.jit(jax.vmap(make_train(agent_cfg)))(keys))
-        else:  # envpool: one run per seed, each seeding its emulators
-            runs = [jax.block_until_ready(jax.jit(make_train(agent_cfg.replace(env_seed=cfg.seed + s)))(keys[s]))[1]
-                    for s in range(cfg.seeds)]
-            m = jax.tree.map(lambda *xs: np.stack(xs), *runs)
+        # gymnax: all seeds in one vmapped run; envpool: one run per seed, each seeding its emulators
+        agent_cfg = cfg.agent.replace(env=game, env_seed=cfg.seed)
+        _, m = train_seeds(agent_cfg, jax.random.key(cfg.seed), cfg.seeds, keep_state=False)
         m = jax.tree.map(np.asarray, m)
         probed = m.probes.probed[0]  # the probe schedule depends on the iteration only, not the seed
         for f in fields:
             out[f].append(getattr(m.probes, f)[:, probed])
         probe_steps = m.env_steps[0, probed]
         out["returns"].append(_binned_returns(m.return_sum, m.return_count, cfg.return_bins))
-        last = max(1, m.env_steps.shape[1] // 10)
-        n_last = m.return_count[:, -last:].sum(-1)
-        out["final_return"].append(np.where(n_last > 0, m.return_sum[:, -last:].sum(-1) / np.maximum(n_last, 1),
-                                            np.nan))
+        out["final_return"].append(family_of(agent_cfg).mean_return(m, max(1, m.env_steps.shape[1] // 10)))
         edges = np.linspace(0, m.env_steps.shape[1], cfg.return_bins + 1).astype(int)
         bin_steps = m.env_steps[0, edges[1:] - 1]
         out["seconds"].append(time.time() - t0)
@@ -175,7 +164,7 @@ def check_claims(cfg: Config, res: dict) -> Claims:
         games=list(cfg.games), sparse=list(cfg.sparse_games), seeds=cfg.seeds, algo=a.algo, network=a.network,
         total_steps=a.total_steps, num_envs=a.num_envs, batch_size=a.batch_size, lr=a.lr, optimizer=a.optimizer,
         probe_interval_updates=a.probe_interval, probe_k=a.probe_k, rank_eps=a.probe_rank_eps,
-        probes=int(res["update_rank"].shape[-1])))
+        probes=int(res["update_rank"].shape[-1]), seconds_per_game=[round(float(x), 1) for x in res["seconds"]]))
     early, late = _windows(res["update_rank"].shape[-1], cfg.early_fraction)
     r_early = np.nanmean(res["update_rank"][:, :, early], axis=(1, 2))
     r_late = np.nanmean(res["update_rank"][:, :, late], axis=(1, 2))
@@ -277,34 +266,15 @@ def _rows(cfg: Config, res: dict) -> list[dict]:
     return rows
 
 
+EXPERIMENT = Experiment(NAME, __doc__, config=config, tiny=tiny, scales=SCALES, run=run, plot=plot,
+                        claims=check_claims, rows=_rows)
+
+
 def main(argv: Sequence[str] | None = None) -> Claims:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=f"outputs/{NAME}", help=f"output folder (default outputs/{NAME})")
-    parser.add_argument("--scale", choices=SCALES, default="smoke", help="smoke (default), cpu, or paper (GPU)")
-    parser.add_argument("--tiny", action="store_true", help="a seconds-long run for tests (overrides --scale)")
-    parser.add_argument("--seeds", type=int, default=None)
-    parser.add_argument("--total-steps", type=int, default=None)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    cfg = tiny() if args.tiny else config(args.scale)
-    if args.seeds is not None:
-        cfg = dataclasses.replace(cfg, seeds=args.seeds)
-    if args.total_steps is not None:
-        cfg = dataclasses.replace(cfg, agent=cfg.agent.replace(total_steps=args.total_steps))
-    out = Path(args.out)
-    t0 = time.time()
-    res = run(cfg, show_progress=not args.no_progress)
-    save_npz(out / f"{NAME}.npz", **res)
-    save_csv(out / f"{NAME}.csv", _rows(cfg, res))
-    save_figure(plot(cfg, res), out / f"{NAME}.png")
-    claims = check_claims(cfg, res)
-    claims.settings["scale"] = "tiny" if args.tiny else args.scale
-    claims.settings["runtime_s"] = round(time.time() - t0, 1)
-    claims.settings["seconds_per_game"] = [round(float(s), 1) for s in res["seconds"]]
-    claims.save(out)
-    print(claims.markdown())
-    return claims
+    """`python -m experiments.lyle22_fig3 [--scale smoke|cpu|paper|tiny] [--out DIR] [--<any Config field> VALUE ...]`
+    (nested fields too: `--agent.total-steps 5000`); see `--help`."""
+    return EXPERIMENT.main(argv)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    EXPERIMENT.cli()

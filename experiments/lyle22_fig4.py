@@ -31,28 +31,20 @@ Run: `python -m experiments.lyle22_fig4 --out outputs/lyle22_fig4 [--scale smoke
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import sys
 import time
 import warnings
-from pathlib import Path
 from typing import Sequence
 
 import jax
 import numpy as np
-from tqdm import tqdm
 
-from tdjax.envs import vec_spec
-from tdjax.report import Claims, save_csv, save_figure, save_npz
-from tdjax.train import run_host_driven
-from tdjax.train.actor_critic import (
-    ActorCriticConfig,
-    daac_procgen_paper_config,
-    make_agent,
-    make_train,
-    ppo_procgen_paper_config,
-)
+from experiments._harness import Experiment, progress_bar
+from tdjax.envs import procgen_id
+from tdjax.report import Claims
+from tdjax.train import family_of
+from tdjax.train.actor_critic import ActorCriticConfig, daac_procgen_paper_config, ppo_procgen_paper_config
+from tdjax.train.seeds import train_seeds
 
 NAME = "lyle22_fig4"
 SCALES = ("smoke", "cpu", "paper")
@@ -62,13 +54,10 @@ PAPER_GAMES = ("bigfish", "heist", "miner", "chaser", "climber", "dodgeball", "f
                "starpilot", "plunder", "ninja", "coinrun", "caveflyer", "jumper", "maze", "bossfight")
 
 
-def procgen_id(game: str) -> str:
-    """"bigfish" → "BigfishEasy-v0" (envpool's id for ProcGen's easy distribution); ids pass through."""
-    return game if game.endswith("-v0") or "-" in game else f"{game.capitalize()}Easy-v0"
-
-
 @dataclasses.dataclass(frozen=True)
 class Config:
+    # ProcGen games by name ("bigfish": envpool's easy distribution, `tdjax.envs.procgen_id`) or any
+    # environment id ("Breakout-MinAtar", "HeistHard-v0").
     games: tuple[str, ...] = ("Breakout-MinAtar", "SpaceInvaders-MinAtar")
     algos: tuple[str, ...] = ALGOS
     seeds: int = 2
@@ -91,7 +80,7 @@ def _agent_config(cfg: Config, game: str, algo: str, seed: int) -> ActorCriticCo
     if cfg.paper:
         make = ppo_procgen_paper_config if algo == "ppo" else daac_procgen_paper_config
         return make(game, env_seed=seed)
-    a = cfg.agent.replace(env=procgen_id(game), algo=algo, env_seed=seed)
+    a = cfg.agent.replace(env=game if "-" in game else procgen_id(game), algo=algo, env_seed=seed)
     if algo == "daac":
         a = a.replace(daac_policy_epochs=cfg.daac_policy_epochs, daac_value_epochs=cfg.daac_value_epochs,
                       daac_value_freq=cfg.daac_value_freq, daac_advantage_coef=cfg.daac_advantage_coef)
@@ -137,35 +126,10 @@ def _validate(cfg: Config) -> None:
         raise ValueError(f"{NAME}: Config.early_fraction must lie in (0, 0.5], got {cfg.early_fraction}.")
 
 
-def _train(agent_cfg: ActorCriticConfig, keys: jax.Array, seed0: int):
-    """Metrics stacked [S, T]: vmapped seeds for jitted games, one run per seed for envpool games.
-
-    With `update_unroll` (CNN agents on CPU) each run is driven one iteration per call from Python
-    (`tdjax.train.run_host_driven`): XLA:CPU is several times slower for convolutions inside loops."""
-    host = agent_cfg.update_unroll
-    if vec_spec(agent_cfg.env).jittable:
-        if host:
-            agent = make_agent(agent_cfg)
-            state = jax.jit(jax.vmap(agent.init))(keys)
-            return run_host_driven(agent, state, 0, agent.num_iterations, batched=True)[1]
-        return jax.block_until_ready(jax.jit(jax.vmap(make_train(agent_cfg)))(keys))[1]
-    runs = []
-    for s in range(keys.shape[0]):
-        a = agent_cfg.replace(env_seed=seed0 + s)
-        if host:
-            agent = make_agent(a)
-            m = run_host_driven(agent, jax.jit(agent.init)(keys[s]), 0, agent.num_iterations)[1]
-        else:
-            m = jax.jit(make_train(a))(keys[s])[1]
-        runs.append(jax.tree.map(np.asarray, m))
-    return jax.tree.map(lambda *xs: np.stack(xs), *runs)
-
-
 def run(cfg: Config, show_progress: bool = True) -> dict:
     """Trains every (game, agent) with `cfg.seeds` seeds; probe arrays [G, 4 curves, S, P] (curves in
     `CURVES` order), returns [G, 2 agents, S]."""
     _validate(cfg)
-    keys = jax.random.split(jax.random.key(cfg.seed), cfg.seeds)
     G = len(cfg.games)
     rank = fresh = None
     train_ret = np.full((G, 2, cfg.seeds), np.nan)
@@ -173,10 +137,14 @@ def run(cfg: Config, show_progress: bool = True) -> dict:
     seconds = np.zeros((G, 2))
     probe_steps = None
     jobs = [(g, a) for g in range(G) for a in range(2)]
-    for g, a in tqdm(jobs, desc=NAME, disable=not show_progress):
+    for g, a in progress_bar(iterable=jobs, desc=NAME, enabled=show_progress):
         algo = ALGOS[a]
         t0 = time.time()
-        m = jax.tree.map(np.asarray, _train(_agent_config(cfg, cfg.games[g], algo, cfg.seed), keys, cfg.seed))
+        # Seeds vmapped for jitted games, one run per seed for envpool ones; with `update_unroll` (CNN
+        # agents on CPU) driven one iteration per call: XLA:CPU is slower for convolutions inside loops.
+        agent_cfg = _agent_config(cfg, cfg.games[g], algo, cfg.seed)
+        _, m = train_seeds(agent_cfg, jax.random.key(cfg.seed), cfg.seeds, keep_state=False)
+        m = jax.tree.map(np.asarray, m)
         probed = m.probes.probed[0]  # the schedule depends on the iteration only
         if rank is None:
             P = int(probed.sum())
@@ -187,11 +155,9 @@ def run(cfg: Config, show_progress: bool = True) -> dict:
             if calgo == algo:
                 rank[g, c] = getattr(m.probes, f"{part}_update_rank")[:, probed]
                 fresh[g, c] = getattr(m.probes, f"{part}_update_rank_fresh")[:, probed]
-        last = max(1, m.env_steps.shape[1] // 4)  # the last quarter of training
-        for s in range(cfg.seeds):
-            n, nt = m.return_count[s, -last:].sum(), m.test_return_count[s].sum()
-            train_ret[g, a, s] = m.return_sum[s, -last:].sum() / n if n else np.nan
-            test_ret[g, a, s] = m.test_return_sum[s].sum() / nt if nt else np.nan
+        family = family_of(agent_cfg)
+        train_ret[g, a] = family.mean_return(m, max(1, m.env_steps.shape[1] // 4))  # the last quarter
+        test_ret[g, a] = family.mean_return(m, None, test=True)
         seconds[g, a] = time.time() - t0
     return dict(rank=rank, rank_fresh=fresh, probe_env_steps=probe_steps, train_return=train_ret,
                 test_return=test_ret, seconds=seconds, games=np.array(cfg.games),
@@ -206,7 +172,9 @@ def check_claims(cfg: Config, res: dict) -> Claims:
         num_steps=a.num_steps, num_levels=a.num_levels, probe_interval_iterations=a.probe_interval,
         probe_k=a.probe_k, rank_eps=a.probe_rank_eps, probes=int(res["rank"].shape[-1]),
         daac=dict(policy_epochs=cfg.daac_policy_epochs, value_epochs=cfg.daac_value_epochs,
-                  value_freq=cfg.daac_value_freq, advantage_coef=cfg.daac_advantage_coef)))
+                  value_freq=cfg.daac_value_freq, advantage_coef=cfg.daac_advantage_coef),
+        seconds_per_run={f"{g} {alg}": round(float(res["seconds"][i, k]), 1)
+                         for i, g in enumerate(cfg.games) for k, alg in enumerate(ALGOS)}))
     P = res["rank"].shape[-1]
     early = slice(0, max(1, int(round(cfg.early_fraction * P))))
     steps = res["probe_env_steps"]
@@ -283,38 +251,15 @@ def _rows(cfg: Config, res: dict) -> list[dict]:
     return rows
 
 
+EXPERIMENT = Experiment(NAME, __doc__, config=config, tiny=tiny, scales=SCALES, run=run, plot=plot,
+                        claims=check_claims, rows=_rows)
+
+
 def main(argv: Sequence[str] | None = None) -> Claims:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=f"outputs/{NAME}", help=f"output folder (default outputs/{NAME})")
-    parser.add_argument("--scale", choices=SCALES, default="smoke", help="smoke (default), cpu, or paper (GPU)")
-    parser.add_argument("--tiny", action="store_true", help="a seconds-long run for tests (overrides --scale)")
-    parser.add_argument("--games", nargs="+", default=None, help="override the games (e.g. bigfish miner)")
-    parser.add_argument("--seeds", type=int, default=None)
-    parser.add_argument("--total-steps", type=int, default=None)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    cfg = tiny() if args.tiny else config(args.scale)
-    if args.games:
-        cfg = dataclasses.replace(cfg, games=tuple(args.games))
-    if args.seeds is not None:
-        cfg = dataclasses.replace(cfg, seeds=args.seeds)
-    if args.total_steps is not None:
-        cfg = dataclasses.replace(cfg, agent=cfg.agent.replace(total_steps=args.total_steps))
-    out = Path(args.out)
-    t0 = time.time()
-    res = run(cfg, show_progress=not args.no_progress)
-    save_npz(out / f"{NAME}.npz", **res)
-    save_csv(out / f"{NAME}.csv", _rows(cfg, res))
-    save_figure(plot(cfg, res), out / f"{NAME}.png")
-    claims = check_claims(cfg, res)
-    claims.settings["scale"] = "tiny" if args.tiny else args.scale
-    claims.settings["runtime_s"] = round(time.time() - t0, 1)
-    claims.settings["seconds_per_run"] = {f"{g} {a}": round(float(res["seconds"][i, k]), 1)
-                                          for i, g in enumerate(cfg.games) for k, a in enumerate(ALGOS)}
-    claims.save(out)
-    print(claims.markdown())
-    return claims
+    """`python -m experiments.lyle22_fig4 [--scale smoke|cpu|paper|tiny] [--out DIR] [--<any Config field> VALUE ...]`
+    (nested fields too: `--agent.total-steps 5000`); see `--help`."""
+    return EXPERIMENT.main(argv)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    EXPERIMENT.cli()

@@ -9,7 +9,7 @@ V: {1, ..., k} → ℝ. We then compute the Fourier decomposition of this functi
 k = 0 ... 50, while the bottom row omits the k = 0 index (the constant function) to better illustrate the
 rate of decay of the spectrum of each function."
 
-What this module does (all scales): train a DQN agent per game (`tdjax.train.make_agent`, seeds vmapped);
+What this module does (all scales): train a DQN agent per game (`tdjax.train.seeds.train_seeds`, seeds vmapped);
 from its final replay buffer take `windows` windows of `window` consecutive states of one environment
 (window = 100 gives rfft indices 0..50, the paper's range); compute on each state
   * the trained agent's Q(x, a) for the fixed action `action` (0 by default: the caption's "arbitrary
@@ -42,22 +42,20 @@ Run: `python -m experiments.lyle22_fig8 --out outputs/lyle22_fig8 [--scale smoke
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
-import sys
 import time
 import warnings
-from pathlib import Path
 from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm import tqdm
 
-from tdjax.report import Claims, save_csv, save_figure, save_npz
-from tdjax.train import ValueConfig, make_agent
+from experiments._harness import Experiment, progress_bar
+from tdjax.report import Claims
+from tdjax.train import ValueConfig, family_of, make_agent
+from tdjax.train.seeds import train_seeds
 
 NAME = "lyle22_fig8"
 SCALES = ("smoke", "cpu", "paper")
@@ -232,25 +230,6 @@ def spectrum(signal: np.ndarray) -> np.ndarray:
     return np.abs(np.fft.rfft(np.asarray(signal, dtype=np.float64), axis=-1))
 
 
-def _train(agent, seeds: int, key) -> tuple[list, np.ndarray]:
-    """Trains `seeds` agents (vmapped when the environment is pure JAX); per-seed final (params, replay)."""
-    keys = jax.random.split(key, seeds)
-    if agent.env.jittable:
-        state, m = jax.block_until_ready(
-            jax.jit(jax.vmap(lambda k: agent.run(agent.init(k), 0, agent.num_iterations)))(keys))
-        per_seed = [jax.tree.map(lambda x: x[s], (state.learner.params, state.actor.replay)) for s in range(seeds)]
-        ret_sum, ret_count = np.asarray(m.return_sum), np.asarray(m.return_count)
-    else:  # envpool: one host environment, no vmap (validated: seeds == 1)
-        state, m = jax.block_until_ready(
-            jax.jit(lambda k: agent.run(agent.init(k), 0, agent.num_iterations))(keys[0]))
-        per_seed = [(state.learner.params, state.actor.replay)]
-        ret_sum, ret_count = np.asarray(m.return_sum)[None], np.asarray(m.return_count)[None]
-    last = max(1, ret_sum.shape[-1] // 10)
-    n = ret_count[:, -last:].sum(-1)
-    final_return = np.where(n > 0, ret_sum[:, -last:].sum(-1) / np.maximum(n, 1), np.nan)
-    return per_seed, final_return
-
-
 def run(cfg: Config, show_progress: bool = True) -> dict:
     """Trains every game and measures the spectra; arrays [G, S, windows, ...] (see the module docstring)."""
     _validate(cfg)
@@ -263,15 +242,16 @@ def run(cfg: Config, show_progress: bool = True) -> dict:
     out = {name: np.full(s, np.nan) for name, s in shapes.items()}
     out.update(final_return=np.full((G, S), np.nan), seconds=np.zeros(G), windows_found=np.zeros((G, S), int))
     root = jax.random.key(cfg.seed)
-    for g, game in enumerate(tqdm(cfg.games, desc=NAME, disable=not show_progress)):
+    for g, game in enumerate(progress_bar(iterable=cfg.games, desc=NAME, enabled=show_progress)):
         t0 = time.time()
-        agent = make_agent(cfg.agent.replace(env=game))
-        if not agent.env.jittable and S != 1:
-            raise ValueError(f"{NAME}: Config.seeds must be 1 for {game} (an envpool game cannot be vmapped), "
-                             f"got {S}.")
+        agent_cfg = cfg.agent.replace(env=game)
+        agent = make_agent(agent_cfg)  # its network and Q-values read the trained parameters
         k_train, k_fresh = jax.random.split(jax.random.fold_in(root, g))
-        per_seed, out["final_return"][g] = _train(agent, S, k_train)
-        for s, (params, replay) in enumerate(per_seed):
+        state, m = train_seeds(agent_cfg, k_train, S)
+        # the mean return of the episodes ending in the last 10% of training
+        out["final_return"][g] = family_of(agent_cfg).mean_return(m, max(1, m.return_sum.shape[-1] // 10))
+        for s in range(S):
+            params, replay = jax.tree.map(lambda x: x[s], (state.learner.params, state.actor.replay))
             order = buffer_order(replay)
             done = np.asarray(replay.data.done)[order]
             valid = np.asarray(replay.data.valid)[order]
@@ -311,7 +291,7 @@ def check_claims(cfg: Config, res: dict) -> Claims:
         games=list(cfg.games), sparse=list(cfg.sparse_games), seeds=cfg.seeds, algo=a.algo, network=a.network,
         total_steps=a.total_steps, num_envs=a.num_envs, window=cfg.window, windows=cfg.windows,
         value=("max_a Q" if cfg.action is None else f"Q(x, a={cfg.action})"),
-        low_frequencies=f"f = 1..{m} of 1..{F - 1}"))
+        low_frequencies=f"f = 1..{m} of 1..{F - 1}", seconds_per_game=[round(float(x), 1) for x in res["seconds"]]))
     low = {x: _nanmean(res["low_fraction_" + x], axis=(1, 2)) for x in
            ("agent", "random", "agent_max", "random_max", "reward")}
     rewarded = np.isfinite(res["low_fraction_reward"]).sum(axis=(1, 2))
@@ -442,34 +422,15 @@ def _rows(cfg: Config, res: dict) -> list[dict]:
     return rows
 
 
+EXPERIMENT = Experiment(NAME, __doc__, config=config, tiny=tiny, scales=SCALES, run=run, plot=plot,
+                        claims=check_claims, rows=_rows)
+
+
 def main(argv: Sequence[str] | None = None) -> Claims:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=f"outputs/{NAME}", help=f"output folder (default outputs/{NAME})")
-    parser.add_argument("--scale", choices=SCALES, default="smoke", help="smoke (default), cpu, or paper (GPU)")
-    parser.add_argument("--tiny", action="store_true", help="a seconds-long run for tests (overrides --scale)")
-    parser.add_argument("--seeds", type=int, default=None)
-    parser.add_argument("--total-steps", type=int, default=None)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    cfg = tiny() if args.tiny else config(args.scale)
-    if args.seeds is not None:
-        cfg = dataclasses.replace(cfg, seeds=args.seeds)
-    if args.total_steps is not None:
-        cfg = dataclasses.replace(cfg, agent=cfg.agent.replace(total_steps=args.total_steps))
-    out = Path(args.out)
-    t0 = time.time()
-    res = run(cfg, show_progress=not args.no_progress)
-    save_npz(out / f"{NAME}.npz", **res)
-    save_csv(out / f"{NAME}.csv", _rows(cfg, res))
-    save_figure(plot(cfg, res), out / f"{NAME}.png")
-    claims = check_claims(cfg, res)
-    claims.settings["scale"] = "tiny" if args.tiny else args.scale
-    claims.settings["runtime_s"] = round(time.time() - t0, 1)
-    claims.settings["seconds_per_game"] = [round(float(s), 1) for s in res["seconds"]]
-    claims.save(out)
-    print(claims.markdown())
-    return claims
+    """`python -m experiments.lyle22_fig8 [--scale smoke|cpu|paper|tiny] [--out DIR] [--<any Config field> VALUE ...]`
+    (nested fields too: `--agent.total-steps 5000`); see `--help`."""
+    return EXPERIMENT.main(argv)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    EXPERIMENT.cli()

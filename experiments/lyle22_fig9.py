@@ -36,20 +36,17 @@ Run: `python -m experiments.lyle22_fig9 --out outputs/lyle22_fig9` (under a minu
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import time
 import warnings
-from pathlib import Path
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm import tqdm
 
 import tdjax
-from tdjax.report import Claims, save_csv, save_figure, save_npz
+from experiments._harness import Experiment, progress_bar
+from tdjax.report import Claims
 
 NAME = "lyle22_fig9"
 EMBEDDINGS = ("line", "circle")
@@ -178,8 +175,8 @@ def run(cfg: Config, show_progress: bool = True) -> dict:
     mc_time = cfg.time_per_step * cfg.mc_steps
     curve_times = np.concatenate([[0.0], np.geomspace(cfg.time_per_step, max(cfg.long_time, mc_time),
                                                       cfg.n_curve_times - 1)])
-    with jax.enable_x64(True), tqdm(total=L * G + M * len(EMBEDDINGS) * 2, desc=NAME,
-                                    disable=not show_progress) as bar, warnings.catch_warnings():
+    with jax.enable_x64(True), progress_bar(L * G + M * len(EMBEDDINGS) * 2, desc=NAME,
+                                            enabled=show_progress) as bar, warnings.catch_warnings():
         # Large lengthscales give ill-conditioned eigenbases; the Krylov integrator needs none.
         warnings.simplefilter("ignore", tdjax.NumericalFallbackWarning)
         P, r = (jnp.asarray(a) for a in tdjax.circle_mdp(n, cfg.reward_state))
@@ -451,30 +448,14 @@ def _summary_rows(cfg: Config, res: dict) -> list[dict]:
     return rows
 
 
+EXPERIMENT = Experiment(NAME, __doc__, config=config, tiny=tiny, run=run, plot=plot, claims=check_claims,
+                        rows=_summary_rows)
+
+
 def main(argv: Sequence[str] | None = None) -> Claims:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=f"outputs/{NAME}", help=f"output folder (default outputs/{NAME})")
-    parser.add_argument("--tiny", action="store_true", help="a few-second run for tests")
-    parser.add_argument("--embedding", choices=EMBEDDINGS, default=None)
-    parser.add_argument("--normalisation", choices=NORMALISATIONS, default=None)
-    parser.add_argument("--euler-step-size", type=float, default=None)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    cfg = tiny() if args.tiny else config()
-    overrides = dict(embedding=args.embedding, normalisation=args.normalisation, euler_step_size=args.euler_step_size)
-    cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
-    out = Path(args.out)
-    t0 = time.time()
-    res = run(cfg, show_progress=not args.no_progress)
-    save_npz(out / f"{NAME}.npz", **res)
-    save_csv(out / f"{NAME}.csv", _summary_rows(cfg, res))
-    save_figure(plot(cfg, res), out / f"{NAME}.png")
-    claims = check_claims(cfg, res)
-    claims.settings["runtime_s"] = round(time.time() - t0, 1)
-    claims.save(out)
-    print(claims.markdown())
-    return claims
+    """`python -m experiments.lyle22_fig9 [--tiny] [--out DIR] [--<any Config field> VALUE ...]`; see `--help`."""
+    return EXPERIMENT.main(argv)
 
 
 if __name__ == "__main__":
-    main()
+    EXPERIMENT.cli()

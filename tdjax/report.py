@@ -1,8 +1,11 @@
 """Writing experiment results: atomic files, figures, tables, and the record of which claims held.
 
 Used by experiments/ and benchmarks/ (never by the analysis library). Every file is written to a
-temporary name in the same folder and renamed into place, so a run killed at any moment leaves
-either the old file or the new one, never a truncated one.
+temporary name in the same folder (`.<name>.<random>.tmp`) and renamed into place, so a run killed at
+any moment leaves either the old file or the new one, never a truncated one; what it may leave is a
+temporary file, which `remove_stale_temporaries` deletes at the start of the next run. Files are made
+readable by everyone (mode 0644), as `open` would under the usual umask, not 0600 as `mkstemp` makes
+them. `check_writable` tells, before hours of computation, whether the results could be saved.
 """
 
 from __future__ import annotations
@@ -18,15 +21,60 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["atomic_write_bytes", "save_npz", "save_csv", "save_json", "save_figure", "Claims"]
+__all__ = ["atomic_write_bytes", "save_npz", "save_csv", "save_json", "save_figure", "Claims", "FILE_MODE",
+           "check_writable", "remove_stale_temporaries", "OutputFolderError"]
+
+FILE_MODE = 0o644  # results are shared: readable by everyone, writable by the owner
+_TMP_SUFFIX = ".tmp"
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Writes `data` to `path` atomically (temporary file in the same folder, fsync, rename)."""
+class OutputFolderError(OSError):
+    """The output folder cannot be created or written to (raised before any computation)."""
+
+
+def check_writable(folder: str | os.PathLike, what: str = "results") -> Path:
+    """Creates `folder` if needed and checks a file can be written and removed there.
+
+    Raises:
+      OutputFolderError: naming the folder, the reason, and the fix.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-check.", suffix=_TMP_SUFFIX)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise OutputFolderError(
+            f"cannot write the {what} to {str(folder)!r}: {err.strerror or err}. Fix: choose another folder "
+            f"(e.g. --out /tmp/{folder.name or 'outputs'}) or make this one writable "
+            f"(mkdir -p {folder} && chmod u+w {folder})."
+        ) from err
+    return folder
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Deletes the temporary files (`.<name>.<random>.tmp`) a killed run left in `folder`; returns them.
+
+    Call it before a run starts writing into `folder`, never while another run writes there.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.glob(f".*{_TMP_SUFFIX}") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int = FILE_MODE) -> Path:
+    """Writes `data` to `path` atomically (temporary file in the same folder, fsync, rename), with
+    permissions `mode` (default 0644)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TMP_SUFFIX)
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

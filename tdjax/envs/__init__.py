@@ -6,7 +6,9 @@ loops: gymnax games (MinAtar, classic control) in pure JAX, or envpool's Atari (
 `make_envpool(task_id)` is envpool's own vector environment, imported lazily.
 """
 
+from tdjax.envs._envpool import PROCGEN_GAMES as PROCGEN_GAMES
 from tdjax.envs._envpool import make_envpool as make_envpool
+from tdjax.envs._envpool import procgen_id as procgen_id
 from tdjax.envs._gymnax import ENV_NAMES as ENV_NAMES
 from tdjax.envs._gymnax import EnvSpec as EnvSpec
 from tdjax.envs._gymnax import EnvStep as EnvStep
@@ -21,5 +23,6 @@ from tdjax.envs._vec import is_envpool_name as is_envpool_name
 from tdjax.envs._vec import make_vec as make_vec
 from tdjax.envs._vec import vec_spec as vec_spec
 
-__all__ = ["ATARI_DEFAULTS", "ENV_NAMES", "EnvSpec", "EnvStep", "JaxEnv", "VecEnv", "check_env_name",
-           "check_name", "is_envpool_name", "make", "make_envpool", "make_vec", "spec", "vec_spec"]
+__all__ = ["ATARI_DEFAULTS", "ENV_NAMES", "EnvSpec", "EnvStep", "JaxEnv", "PROCGEN_GAMES", "VecEnv",
+           "check_env_name", "check_name", "is_envpool_name", "make", "make_envpool", "make_vec", "procgen_id",
+           "spec", "vec_spec"]

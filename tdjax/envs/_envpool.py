@@ -10,7 +10,29 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["make_envpool"]
+__all__ = ["make_envpool", "procgen_id", "PROCGEN_GAMES"]
+
+# ProcGen's 16 games and the distribution modes envpool registers for each (envpool 1.2.5,
+# envpool/procgen/registration.py; ids are f"{game.capitalize()}{Mode}-v0").
+PROCGEN_GAMES: dict[str, tuple[str, ...]] = {
+    "bigfish": ("easy", "hard"),
+    "bossfight": ("easy", "hard"),
+    "caveflyer": ("easy", "hard", "memory", "exploration"),
+    "chaser": ("easy", "hard", "extreme"),
+    "climber": ("easy", "hard", "exploration"),
+    "coinrun": ("easy", "hard", "exploration"),
+    "dodgeball": ("easy", "hard", "extreme", "memory"),
+    "fruitbot": ("easy", "hard"),
+    "heist": ("easy", "hard", "memory", "exploration"),
+    "jumper": ("easy", "hard", "memory", "exploration"),
+    "leaper": ("easy", "hard", "extreme", "exploration"),
+    "maze": ("easy", "hard", "memory", "exploration"),
+    "miner": ("easy", "hard", "memory"),
+    "ninja": ("easy", "hard", "exploration"),
+    "plunder": ("easy", "hard"),
+    "starpilot": ("easy", "hard", "extreme"),
+}
+_PROCGEN_IDS = {f"{g.capitalize()}{m.capitalize()}-v0" for g, modes in PROCGEN_GAMES.items() for m in modes}
 
 _PIP_FIX = "pip install envpool  (or: pip install 'tdjax[envs]')"
 _QT_FIX = "sudo apt-get install libqt5gui5  (or: make system-deps)"
@@ -26,6 +48,33 @@ def _explain(err: BaseException, task_id: str) -> RuntimeError:
     if isinstance(err, ModuleNotFoundError) and (err.name or "").split(".")[0] == "envpool":
         return RuntimeError(f"envpool is not installed, so {task_id!r} cannot be created. Fix: {_PIP_FIX}")
     return RuntimeError(f"envpool could not be imported or could not create {task_id!r}: {text}")
+
+
+def procgen_id(game: str, distribution_mode: str = "easy") -> str:
+    """envpool's task id of a ProcGen game: `procgen_id("bigfish")` is "BigfishEasy-v0".
+
+    Game and mode are case-insensitive; an envpool ProcGen id ("HeistHard-v0") is returned unchanged.
+    The one name rule for ProcGen in tdjax (experiments and the actor-critic paper configs use it).
+
+    Raises:
+      ValueError: an unknown game, or a distribution mode ProcGen does not define for it, listing
+        the valid ones.
+    """
+    if game in _PROCGEN_IDS:
+        return game
+    key = game.lower() if isinstance(game, str) else game
+    if key not in PROCGEN_GAMES:
+        raise ValueError(
+            f"procgen_id: {game!r} is not a ProcGen game. Fix: use one of {', '.join(PROCGEN_GAMES)} "
+            "(or an envpool ProcGen id such as 'BigfishEasy-v0')."
+        )
+    mode = str(distribution_mode).lower()
+    if mode not in PROCGEN_GAMES[key]:
+        raise ValueError(
+            f"procgen_id: ProcGen's {key} has no distribution mode {distribution_mode!r}. Fix: use one of "
+            f"{', '.join(PROCGEN_GAMES[key])}."
+        )
+    return f"{key.capitalize()}{mode.capitalize()}-v0"
 
 
 def make_envpool(task_id: str, num_envs: int = 1, **kwargs: Any) -> Any:
