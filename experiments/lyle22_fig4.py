@@ -20,7 +20,7 @@ Scales (`--scale`):
   * `cpu`: ProcGen BigfishEasy, HeistEasy and MinerEasy through envpool with the IMPALA CNN, 10
     training levels and disjoint test levels, 2 seeds (one after another: envpool cannot be vmapped), a
     short run per game that shows the early part of the curves (the part the claims are about). On CPU
-    the updates are unrolled and driven one iteration per call (`update_unroll`), ~20× faster than one
+    the updates are unrolled and driven one iteration per call (`loop="host"`), ~20× faster than one
     scan there;
   * `paper`: Raileanu & Fergus's hyperparameters (`tdjax.train.ppo_procgen_paper_config` /
     `daac_procgen_paper_config`: 25M steps, 64 envs × 256 steps, γ = 0.999) on the paper's games,
@@ -99,7 +99,7 @@ def config(scale: str = "smoke") -> Config:
         cfg = dataclasses.replace(cfg, games=("bigfish", "heist", "miner"), seeds=2, agent=cfg.agent.replace(
             num_levels=10, start_level=0, network="impala_cnn", num_envs=8, num_steps=32, total_steps=4_096,
             gamma=0.999, num_minibatches=4, probe_interval=2, probe_k=32, eval_interval=4, eval_num_envs=8,
-            eval_steps=32, update_unroll=True, probe_fresh=False))  # fresh-network probes: not in the figure
+            eval_steps=32, loop="host", probe_fresh=False))  # fresh-network probes: not in the figure
     if scale == "paper":
         cfg = dataclasses.replace(cfg, games=PAPER_GAMES, seeds=4, paper=True)
     return cfg
@@ -140,8 +140,8 @@ def run(cfg: Config, show_progress: bool = True) -> dict:
     for g, a in progress_bar(iterable=jobs, desc=NAME, enabled=show_progress):
         algo = ALGOS[a]
         t0 = time.time()
-        # Seeds vmapped for jitted games, one run per seed for envpool ones; with `update_unroll` (CNN
-        # agents on CPU) driven one iteration per call: XLA:CPU is slower for convolutions inside loops.
+        # Seeds vmapped for jitted games, one run per seed for envpool ones; with loop="host" (CNN agents
+        # on CPU) driven one iteration per call: XLA:CPU is slower for convolutions inside loops.
         agent_cfg = _agent_config(cfg, cfg.games[g], algo, cfg.seed)
         _, m = train_seeds(agent_cfg, jax.random.key(cfg.seed), cfg.seeds, keep_state=False)
         m = jax.tree.map(np.asarray, m)

@@ -55,6 +55,7 @@ import numpy as np
 from experiments._harness import Experiment, progress_bar
 from tdjax.report import Claims
 from tdjax.train import ValueConfig, family_of, make_agent
+from tdjax.train import replay as replay_lib
 from tdjax.train.seeds import train_seeds
 
 NAME = "lyle22_fig8"
@@ -218,7 +219,7 @@ def window_signals(agent, params, replay, starts, envs, k: int, action: Optional
     slots = buffer_order(replay)
     t_abs = slots[np.asarray(starts)[:, None] + np.arange(k)[None, :]]  # [n, k]
     e = np.broadcast_to(np.asarray(envs)[:, None], t_abs.shape)
-    obs = jnp.asarray(replay.data.obs)[t_abs, e].astype(jnp.float32)  # [n, k, *obs_shape]
+    obs = replay_lib.gather(replay, t_abs, e).obs  # [n, k, *obs_shape], frame stacks rebuilt (Atari)
     q = np.asarray(jax.jit(agent.q_values)(params, obs))  # [n, k, A]
     values = q.max(-1) if action is None else q[..., action]
     rewards = np.asarray(replay.data.reward)[t_abs, e]

@@ -47,7 +47,7 @@ def test_fig4_configs():
     smoke, cpu, paper = (lyle22_fig4.config(s) for s in ("smoke", "cpu", "paper"))
     assert all(g.endswith("MinAtar") for g in smoke.games)
     assert [lyle22_fig4.procgen_id(g) for g in cpu.games] == ["BigfishEasy-v0", "HeistEasy-v0", "MinerEasy-v0"]
-    assert cpu.agent.num_levels == 10 and cpu.agent.update_unroll
+    assert cpu.agent.num_levels == 10 and cpu.agent.loop == "host"
     a = lyle22_fig4._agent_config(paper, "bigfish", "daac", 0)
     assert (a.total_steps, a.num_envs, a.num_steps, a.gamma, a.num_levels) == (25_000_000, 64, 256, 0.999, 10)
     assert paper.seeds == 4 and {"bigfish", "heist", "miner"} <= set(paper.games)

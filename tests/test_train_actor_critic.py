@@ -313,9 +313,9 @@ def test_nan_loss_stops_and_names_the_step(tmp_path):
     # size makes iteration 1's loss non-finite
     cfg = ActorCriticConfig(**dict(TINY, num_epochs=1, num_minibatches=1), lr=1e30, max_grad_norm=None,
                             checkpoint_interval=1)
-    with pytest.raises(FloatingPointError, match=r"iteration 1, env step 128.*checkpoint\.npz \(iteration 1\)"):
+    with pytest.raises(FloatingPointError, match=r"iteration 1, env step 128.*checkpoints/1 \(iteration 1\)"):
         train_with_checkpoints(cfg, jax.random.key(0), tmp_path, progress=False)
-    _, meta = load_checkpoint(tmp_path / "checkpoint.npz", jax.eval_shape(make_agent(cfg).init, jax.random.key(0)))
+    _, meta = load_checkpoint(tmp_path, jax.eval_shape(make_agent(cfg).init, jax.random.key(0)))
     assert meta["iteration"] == 1
 
 

@@ -59,8 +59,8 @@ def test_looped_seeds_set_env_seed_and_stack(reference, monkeypatch):
 
 
 def test_runner_in_chunks_host_driven_equals_one_run(reference):
-    runner = seeds_lib.make_seed_runner(CFG, S, host_driven=True)
-    assert runner.batched and runner.host_driven
+    runner = seeds_lib.make_seed_runner(CFG.replace(loop="host"), S)
+    assert runner.batched
     n = runner.num_iterations
     state = runner.init(jax.random.key(3))
     state, m1 = runner.run(state, 0, n // 2)
@@ -72,3 +72,5 @@ def test_runner_in_chunks_host_driven_equals_one_run(reference):
 def test_bad_num_seeds_is_a_clear_error():
     with pytest.raises(ValueError, match="num_seeds"):
         seeds_lib.make_seed_runner(CFG, 0)
+    with pytest.raises(ValueError, match="seed_devices"):  # seeds vmapped over more devices than exist
+        seeds_lib.make_seed_runner(CFG.replace(seed_devices=64), 64)

@@ -36,7 +36,7 @@ An ITERATION is
 
 Episode ends: dₜ₊₁ = 0 when an episode terminated OR was truncated, so traces and bootstraps stop;
 a truncated step's reward gets γ·V(final observation) added, so time limits do not look like
-terminal states. envpool's reset steps (`VecStep.valid` False) are not transitions: their weight in
+terminal states. envpool's reset steps (`EnvStep.valid` False) are not transitions: their weight in
 every loss, normalisation and probe is 0, and the episode end before them already cut the trace.
 
 Random numbers: iteration i uses `fold_in(actor.key, i)` (acting, environments, probe sample; per
@@ -189,12 +189,6 @@ class ActorCriticConfig:
         return dataclasses.replace(self, **changes)
 
 
-def _procgen_env(game: str) -> str:
-    if game.endswith("-v0"):
-        return game
-    return f"{game[:1].upper()}{game[1:].lower()}Easy-v0"
-
-
 def ppo_procgen_paper_config(game: str = "bigfish", **changes: Any) -> ActorCriticConfig:
     """PPO on ProcGen at the scale of Lyle et al. 2022, Fig. 4 (hours on a GPU, not for tests).
 
@@ -215,7 +209,7 @@ def ppo_procgen_paper_config(game: str = "bigfish", **changes: Any) -> ActorCrit
       **changes: fields to override.
     """
     cfg = ActorCriticConfig(
-        env=_procgen_env(game), num_levels=10, start_level=0, test_start_level=None, test_num_levels=100_000,
+        env=envs_lib.procgen_id(game), num_levels=10, start_level=0, test_start_level=None, test_num_levels=100_000,
         algo="ppo", network="impala_cnn", num_envs=64, num_steps=256, total_steps=25_000_000,
         gamma=0.999, gae_lambda=0.95, normalize_advantages=True, normalize_rewards=True, clip_eps=0.2,
         clip_value_loss=True, entropy_coef=0.01, value_coef=0.5, lr=5e-4, adam_eps=1e-5, max_grad_norm=0.5,

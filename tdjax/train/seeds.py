@@ -1,51 +1,38 @@
-"""Training S seeds of one config: vmapped when the environment is pure JAX, one after another otherwise.
+"""Training S seeds of one config: vmapped (and sharded over devices) when the environment is pure
+JAX, one after another otherwise.
 
 Every experiment that trains seeds goes through here, so the rule lives in one place:
 
-  * jitted environments (gymnax: `agent.env.jittable`): `jax.jit(jax.vmap(train))` over
-    `jax.random.split(key, S)`, one XLA program for all seeds;
-  * envpool environments (Atari, ProCGen), whose emulators live outside JAX and cannot be vmapped: a
+  * jitted environments (gymnax: `agent.env.jittable`): `jax.vmap` over `jax.random.split(key, S)`,
+    one XLA program for all seeds, the seed axis sharded over the mesh's "seeds" axis
+    (`config.seed_devices` devices, `tdjax.train.mesh`);
+  * envpool environments (Atari, ProcGen), whose emulators live outside JAX and cannot be vmapped: a
     Python loop over seeds, seed s with `env_seed = config.env_seed + s` and key `keys[s]`;
-  * host-driven runs (`host_driven=True`, by default when the config asks for `update_unroll`): one
-    jitted iteration per call (`tdjax.train.run_host_driven`), faster for CNN agents on XLA:CPU.
+  * either way with the loop structure the config asks for (`config.loop`: one scan, or one jitted
+    iteration per call on CPU; `tdjax.train.run_iterations`).
 
-Either way the result is stacked with the seed axis first ([S, ...]), so a later change can shard that
-axis over devices here without touching a caller: keys in, stacked results out.
+The result is stacked with the seed axis first ([S, ...]): keys in, stacked results out.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Optional, Tuple
+from typing import Any, Tuple
 
 import jax
 import jax.numpy as jnp
 
 from tdjax.train import core
-from tdjax.train.driver import run_host_driven
+from tdjax.train import mesh as mesh_lib
 
 __all__ = ["SeedRunner", "make_seed_runner", "train_seeds"]
-
-
-def _jittable(agent: Any) -> bool:
-    return bool(agent.env.jittable)
-
-
-def _wants_host_driven(config: Any, host_driven: Optional[bool]) -> bool:
-    # `update_unroll` (actor-critic) unrolls the update so that it can be driven one iteration per call.
-    return bool(getattr(config, "update_unroll", False)) if host_driven is None else bool(host_driven)
 
 
 @functools.partial(jax.jit, donate_argnums=0)
 def _add_seed_axis(tree: Any) -> Any:
     # Donated, so a large replay buffer is aliased, not copied, when a single seed gets its axis.
     return jax.tree.map(lambda x: x[None], tree)
-
-
-@functools.partial(jax.jit, donate_argnums=0)
-def _drop_seed_axis(tree: Any) -> Any:
-    return jax.tree.map(lambda x: x[0], tree)
 
 
 def _stack(trees: list) -> Any:
@@ -55,8 +42,6 @@ def _stack(trees: list) -> Any:
 
 
 def _unstack(tree: Any, num_seeds: int) -> list:
-    if num_seeds == 1:
-        return [_drop_seed_axis(tree)]
     return [jax.tree.map(lambda x: x[s], tree) for s in range(num_seeds)]
 
 
@@ -66,13 +51,8 @@ def _batched_init(agent: Any):
 
 
 @functools.lru_cache(maxsize=32)
-def _batched_run(agent: Any, length: int):
-    return jax.jit(lambda state, start: jax.vmap(lambda s: agent.run(s, start, length))(state))
-
-
-@functools.lru_cache(maxsize=64)
-def _single_run(agent: Any, length: int):
-    return jax.jit(lambda state, start: agent.run(state, start, length))
+def _batched_train(agent: Any):
+    return jax.jit(jax.vmap(lambda k: agent.run(agent.init(k), 0, agent.num_iterations)))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -84,13 +64,11 @@ class SeedRunner:
         `config` with `env_seed = config.env_seed + s`).
       num_seeds: S.
       batched: whether the seeds are vmapped (the environment is pure JAX).
-      host_driven: whether `run` calls one jitted iteration at a time (`run_host_driven`).
     """
 
     agents: Tuple[Any, ...]
     num_seeds: int
     batched: bool
-    host_driven: bool
 
     @property
     def agent(self) -> Any:
@@ -101,89 +79,86 @@ class SeedRunner:
     def num_iterations(self) -> int:
         return self.agents[0].num_iterations
 
+    def keys(self, key: jax.Array) -> jax.Array:
+        """`split(key, S)`, sharded over the "seeds" mesh axis when the seeds are vmapped."""
+        keys = jax.random.split(core.typed_key(key), self.num_seeds)
+        if not self.batched:
+            return keys
+        c = self.agent.config
+        return mesh_lib.shard_seeds(keys, mesh_lib.make_mesh(c.seed_devices, c.num_devices))
+
     def init(self, key: jax.Array) -> Any:
         """The initial state of every seed, stacked [S, ...]; seed s starts from `split(key, S)[s]`."""
-        keys = jax.random.split(core.typed_key(key), self.num_seeds)
+        keys = self.keys(key)
         if self.batched:
             return _batched_init(self.agent)(keys)
         return _stack([jax.jit(a.init)(keys[s]) for s, a in enumerate(self.agents)])
 
     def run(self, state: Any, start: int, length: int, *, progress: bool = False) -> Tuple[Any, Any]:
         """Iterations start .. start+length−1 of every seed: (state, metrics stacked [S, length]).
-
-        `state` is donated in the host-driven and looped paths: do not use it afterwards."""
+        `state` is donated: do not use it afterwards."""
         if self.batched:
-            if self.host_driven:
-                return run_host_driven(self.agent, state, start, length, batched=True, progress=progress)
-            return jax.block_until_ready(_batched_run(self.agent, length)(state, start))
+            return jax.block_until_ready(
+                core.run_iterations(self.agent, state, start, length, batched=True, progress=progress))
         states, metrics = [], []
         for agent, s in zip(self.agents, _unstack(state, self.num_seeds)):
-            if self.host_driven:
-                s, m = run_host_driven(agent, s, start, length, progress=progress)
-            else:
-                s, m = jax.block_until_ready(_single_run(agent, length)(s, start))
+            s, m = jax.block_until_ready(core.run_iterations(agent, s, start, length, progress=progress))
             states.append(s)
             metrics.append(m)
         return _stack(states), jax.tree.map(lambda *xs: jnp.stack(xs), *metrics)
 
 
-def make_seed_runner(config: Any, num_seeds: int, *, host_driven: Optional[bool] = None) -> SeedRunner:
-    """A `SeedRunner` for `num_seeds` seeds of `config` (a `ValueConfig` or `ActorCriticConfig`).
-
-    Args:
-      config: a training config; validated (ValueError naming the field) before anything compiles.
-      num_seeds: S ≥ 1.
-      host_driven: drive the run one jitted iteration per call; None: as `config.update_unroll` says
-        (False for configs without that field).
-    """
-    if num_seeds < 1:
-        raise ValueError(f"make_seed_runner: num_seeds must be >= 1, got {num_seeds}.")
+def make_seed_runner(config: Any, num_seeds: int) -> SeedRunner:
+    """A `SeedRunner` for `num_seeds` seeds of `config` (any family's config), validated (ValueError
+    naming the field) before anything compiles."""
+    if not isinstance(num_seeds, int) or num_seeds < 1:
+        raise ValueError(f"make_seed_runner: num_seeds must be a positive integer, got {num_seeds!r}.")
     agent = core.make_agent(config)
-    if _jittable(agent):
-        agents = (agent,)
-    else:
-        agents = tuple(core.make_agent(dataclasses.replace(config, env_seed=config.env_seed + s))
-                       for s in range(num_seeds))
-    return SeedRunner(agents, num_seeds, _jittable(agent), _wants_host_driven(config, host_driven))
+    if agent.env.jittable:
+        if num_seeds % config.seed_devices:
+            raise ValueError(f"make_seed_runner: num_seeds={num_seeds} cannot be split evenly over "
+                             f"{type(config).__name__}.seed_devices={config.seed_devices}. Fix: use a multiple "
+                             f"of {config.seed_devices} seeds, or seed_devices=1.")
+        return SeedRunner((agent,), num_seeds, True)
+    agents = tuple(core.make_agent(dataclasses.replace(config, env_seed=config.env_seed + s))
+                   for s in range(num_seeds))
+    return SeedRunner(agents, num_seeds, False)
 
 
-def train_seeds(config: Any, key: jax.Array, num_seeds: int, *, host_driven: Optional[bool] = None,
-                keep_state: bool = True, progress: bool = False) -> Tuple[Any, Any]:
+def train_seeds(config: Any, key: jax.Array, num_seeds: int, *, keep_state: bool = True,
+                progress: bool = False) -> Tuple[Any, Any]:
     """Trains `num_seeds` seeds of `config` from `jax.random.split(key, num_seeds)`: (states, metrics),
     both stacked [S, ...] (metrics [S, num_iterations, ...]).
 
-    Jitted environments: `jax.jit(jax.vmap(make_train(config)))(keys)`, unless host-driven. envpool
-    environments: one run per seed, seed s with `env_seed = config.env_seed + s`.
+    Jitted environments with `loop="scan"`: `jax.jit(jax.vmap(make_train(config)))(keys)`, the keys
+    sharded over `config.seed_devices` devices. envpool environments: one run per seed, seed s with
+    `env_seed = config.env_seed + s`. `loop="host"`: one jitted iteration per call.
 
     Args:
-      config: a `ValueConfig` or `ActorCriticConfig`.
+      config: any family's training config.
       key: the root key.
-      num_seeds: S ≥ 1.
-      host_driven: one jitted iteration per call (`run_host_driven`); None: `config.update_unroll`.
+      num_seeds: S ≥ 1 (a multiple of `config.seed_devices` when the seeds are vmapped).
       keep_state: False returns None for the states, freeing each looped seed's state (its replay
         buffer) as soon as it is done; the vmapped path returns its state either way.
       progress: a tqdm bar over iterations (host-driven) or seeds (looped).
     """
-    runner = make_seed_runner(config, num_seeds, host_driven=host_driven)
-    keys = jax.random.split(core.typed_key(key), num_seeds)
+    runner = make_seed_runner(config, num_seeds)
     agent = runner.agent
-    if runner.batched and not runner.host_driven:
-        train = jax.jit(jax.vmap(lambda k: agent.run(agent.init(k), 0, agent.num_iterations)))
-        return jax.block_until_ready(train(keys))
     if runner.batched:
+        if agent.config.loop == "scan":
+            return jax.block_until_ready(_batched_train(agent)(runner.keys(key)))
         return runner.run(runner.init(key), 0, runner.num_iterations, progress=progress)
+    keys = runner.keys(key)
     states, metrics = [], []
     seeds = range(num_seeds)
-    if progress and not runner.host_driven:
+    if progress and agent.config.loop == "scan":
         from tqdm.auto import tqdm
 
         seeds = tqdm(seeds, desc="seeds", dynamic_ncols=True)
     for s in seeds:
         a = runner.agents[s]
-        if runner.host_driven:
-            st, m = run_host_driven(a, jax.jit(a.init)(keys[s]), 0, a.num_iterations, progress=progress)
-        else:
-            st, m = jax.block_until_ready(jax.jit(lambda k, a=a: a.run(a.init(k), 0, a.num_iterations))(keys[s]))
+        st, m = jax.block_until_ready(
+            core.run_iterations(a, jax.jit(a.init)(keys[s]), 0, a.num_iterations, progress=progress))
         if keep_state:
             states.append(st)
         metrics.append(m)
