@@ -128,35 +128,35 @@ class ActorCriticConfig:
 
     env: str = "CartPole-v1"  # a gymnax name (tdjax.envs.ENV_NAMES) or an envpool id ("BigfishEasy-v0")
     # envpool only (Atari, ProcGen): seed, how it is stepped inside jit, extra envpool.make options
-    env_seed: int = 0
+    env_seed: int = 0  # envpool only: the environments' seed (test environments: env_seed + 1)
     env_backend: str = "xla"  # "xla" (envpool's XLA custom call) | "host" (ordered io_callback)
     env_options: Tuple[Tuple[str, Any], ...] = ()  # e.g. (("distribution_mode", "easy"),)
     # ProcGen levels (ignored for other games): train on [start_level, start_level + num_levels),
     # test on [test_start_level, test_start_level + test_num_levels), which must not overlap
-    num_levels: int = 200
-    start_level: int = 0
+    num_levels: int = 200  # ProcGen: training levels [start_level, start_level + num_levels)
+    start_level: int = 0  # ProcGen: first training level
     test_start_level: Optional[int] = None  # None: start_level + num_levels (right after the training levels)
-    test_num_levels: int = 100_000
+    test_num_levels: int = 100_000  # ProcGen: held-out test levels
     algo: str = "ppo"  # "ppo" | "daac" | "reinforce"
     network: str = "auto"  # "auto" | "mlp" | "minatar_cnn" | "nature_cnn" | "impala_cnn" (torso of each network)
     hidden: Tuple[int, ...] = (64, 64)  # MLP torso widths (network="mlp")
-    num_envs: int = 8
+    num_envs: int = 8  # training environments stepped together (split over num_devices)
     num_steps: int = 128  # rollout length: vector steps per iteration
-    total_steps: int = 100_000
-    gamma: float = 0.99
+    total_steps: int = 100_000  # length of the run
+    gamma: float = 0.99  # discount γ
     gae_lambda: float = 0.95  # GAE λ (REINFORCE always uses λ = 1)
     normalize_advantages: bool = True  # Â ← (Â − mean) / (std + 1e-8) over each rollout
     normalize_rewards: bool = False  # r ← clip(r / std(discounted return), ±10), running std (baselines' VecNormalize)
     clip_eps: float = 0.2  # PPO ratio clipping ε, also the value clipping radius
-    clip_value_loss: bool = True
+    clip_value_loss: bool = True  # L_V = ½ max((V − G)², (V_clip − G)²) instead of ½ (V − G)²
     entropy_coef: float = 0.01  # c_H
     value_coef: float = 0.5  # c_V (PPO's joint loss; DAAC and REINFORCE train the critic on L_V alone)
     # optimizer: Adam, optional global-norm clipping (per network)
-    lr: float = 5e-4
-    adam_eps: float = 1e-5
+    lr: float = 5e-4  # Adam learning rate
+    adam_eps: float = 1e-5  # Adam's ε
     max_grad_norm: Optional[float] = 0.5  # None: no clipping
     # PPO's schedule
-    num_epochs: int = 3
+    num_epochs: int = 3  # PPO: epochs over each rollout
     num_minibatches: int = 8  # per epoch (PPO and DAAC); must divide num_steps
     # DAAC (Raileanu & Fergus 2021, Algorithm 1)
     daac_policy_epochs: int = 1  # E_π: actor epochs per iteration
@@ -166,23 +166,22 @@ class ActorCriticConfig:
     # probes (Lyle et al. 2022, §5.2, Fig. 4, App. B.1)
     probe_interval: int = 0  # iterations between probes; 0 disables them
     probe_k: int = 32  # transitions of the update matrices (sampled from the rollout, per device)
-    probe_rank_eps: float = 0.1
-    probe_srank_delta: float = 0.01
+    probe_rank_eps: float = 0.1  # update rank: singular values kept until 1 − ε of the spectrum (Lyle App. B.1)
+    probe_srank_delta: float = 0.01  # srank_δ of the features (Kumar et al. 2021)
     probe_fresh: bool = True  # also probe a freshly initialised network (the paper's baseline)
     probe_chunk_size: Optional[int] = None  # examples per vmapped chunk inside the update matrices
     # evaluation on the test environments (generalisation gap, eq. 6)
     eval_interval: int = 0  # iterations between evaluations; 0 disables them
-    eval_num_envs: int = 8
+    eval_num_envs: int = 8  # test environments (split over num_devices)
     eval_steps: int = 128  # vector steps of the test environments per evaluation
     # checkpointing (train_with_checkpoints)
     checkpoint_interval: int = 100  # iterations per jitted chunk / checkpoint
-    # devices (tdjax.train.mesh): one run split over num_devices ("data"); seeds spread over seed_devices
-    num_devices: int = 1
-    seed_devices: int = 1
-    # loop structure, not maths: "scan" (one XLA program, the accelerator path) or "host" (one jitted
-    # iteration per call with the epochs × minibatches written as straight-line code: faster for CNN
-    # agents on XLA:CPU; tdjax.train.host_loop)
-    loop: str = "scan"
+    # devices (tdjax.train.mesh)
+    num_devices: int = 1  # devices ONE run is split over (mesh axis "data")
+    seed_devices: int = 1  # devices the seeds of tdjax.train.train_seeds are spread over (mesh axis "seeds")
+    # loop structure, not maths: "host" (the epochs × minibatches as straight-line code, one jitted
+    # iteration per call) is faster for CNN agents on XLA:CPU, "scan" everywhere else
+    loop: str = "scan"  # "scan" (one XLA program) | "host" (the CPU loop structure, tdjax.train.host_loop)
 
     def replace(self, **changes: Any) -> "ActorCriticConfig":
         """A copy with `changes` applied (the config itself is never mutated)."""
