@@ -17,8 +17,8 @@ Rows (env steps per second, compilation excluded):
   bigfish-ppo-host       PPO on BigfishEasy-v0, scaled-down procgen settings, the same structure
                          (both: each tree's own `bench_actor_critic_steps.row_tdjax_host`)
   pong-ppo-cleanrl       the CleanRL-style baseline (`--update-unroll`) at the Pong settings, and
-  bigfish-ppo-cleanrl    at the Bigfish settings: the same code in both trees, so its two columns
-                         measure the noise of the machine itself
+  bigfish-ppo-cleanrl    at the Bigfish settings: the same code in both trees, so it runs once per
+                         repeat (from AFTER) and the PPO rows are also given as tdjax ÷ baseline
 
 Usage:
   git worktree add /tmp/before <commit>
@@ -55,7 +55,6 @@ def _value_sps(cfg, seeds: int) -> float:
     keys = jax.random.split(jax.random.key(0), seeds)
     fn = jax.jit(jax.vmap(make_train(cfg)))
     compiled = fn.lower(keys).compile()
-    jax.block_until_ready(compiled(keys))  # first call: allocations
     t0 = time.perf_counter()
     jax.block_until_ready(compiled(keys))
     return seeds * cfg.total_steps / (time.perf_counter() - t0)
@@ -131,7 +130,8 @@ def main(argv=None) -> Dict[str, Dict[str, List[float]]]:
     t0 = time.time()
     for rep in range(a.repeats):
         for row in a.rows:
-            for name in (("before", "after") if rep % 2 == 0 else ("after", "before")):
+            names = ("before", "after") if rep % 2 == 0 else ("after", "before")
+            for name in (("after",) if row.endswith("-cleanrl") else names):
                 res[row][name].append(run_row(trees[name], row, a.quick, a.timeout))
                 print(f"[{time.time() - t0:6.0f} s] {row:20s} {name:6s} {res[row][name][-1]:9.1f} env steps/s",
                       flush=True)
@@ -142,12 +142,21 @@ def main(argv=None) -> Dict[str, Dict[str, List[float]]]:
     print("| row | before, env steps/s (best; runs) | after, env steps/s (best; runs) | after ÷ before (best) "
           "| spread before | spread after |")
     print("|---|---|---|---|---|---|")
+    runs = lambda xs: ", ".join(f"{x:,.0f}" for x in xs)  # noqa: E731
     for row, r in res.items():
         b, f = r["before"], r["after"]
-        runs = lambda xs: ", ".join(f"{x:,.0f}" for x in xs)  # noqa: E731
+        if not b:  # a baseline row: one column
+            print(f"| {row} (baseline, same code in both) | – | {max(f):,.0f} ({runs(f)}) | – | – | {spread(f):.0%} |")
+            continue
         print(f"| {row} | {max(b):,.0f} ({runs(b)}) | {max(f):,.0f} ({runs(f)}) | {max(f) / max(b):.2f} | "
               f"{spread(b):.0%} | {spread(f):.0%} |")
-    print(f"\nmedian of the per-row ratios: {statistics.median(max(r['after']) / max(r['before']) for r in res.values()):.2f}")
+    for game in ("pong", "bigfish"):
+        host, base = res.get(f"{game}-ppo-host"), res.get(f"{game}-ppo-cleanrl")
+        if host and base:
+            print(f"{game} PPO ÷ CleanRL-style baseline (best runs): before {max(host['before']) / max(base['after']):.2f}, "
+                  f"after {max(host['after']) / max(base['after']):.2f}")
+    ratios = [max(r["after"]) / max(r["before"]) for r in res.values() if r["before"]]
+    print(f"\nmedian of the per-row after ÷ before ratios: {statistics.median(ratios):.2f}")
     return res
 
 

@@ -69,12 +69,13 @@ def paper_config() -> Config:
 
     Dopamine-style DQN settings: Adam (lr 6.25e-5, ε 1.5e-4), batch 32, one update every 4 agent steps
     (num_envs=4, train_frequency=1), target network every 2,000 updates (8,000 steps), ε-greedy from 1 to
-    0.01 over 250k steps, 20k steps of warm-up. The replay buffer holds 200k transitions rather than
-    Dopamine's 1M: tdjax's buffer stores xₜ and xₜ₊₁ (2 × 28 KiB per transition), so 1M would need 56 GiB.
+    0.01 over 250k steps, 20k steps of warm-up. The replay buffer holds Dopamine's 1M transitions (Lyle
+    App. B.3): tdjax's buffer stores each 84×84 frame once (~7 KB per transition, ~7 GB in all;
+    docs/replay.md).
     A probe (k = 32 transitions, as at CPU scale) every 2,500 updates = 40k frames: 175 probes per run.
     """
     agent = ValueConfig(
-        algo="dqn", network="nature_cnn", num_envs=4, total_steps=1_750_000, buffer_size=200_000, batch_size=32,
+        algo="dqn", network="nature_cnn", num_envs=4, total_steps=1_750_000, buffer_size=1_000_000, batch_size=32,
         learning_starts=20_000, train_frequency=1, target_update_interval=2_000, optimizer="adam", lr=6.25e-5,
         adam_eps=1.5e-4, eps_start=1.0, eps_end=0.01, eps_decay_steps=250_000, max_grad_norm=None,
         probe_interval=2_500, probe_k=32, checkpoint_interval=25_000)

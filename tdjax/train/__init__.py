@@ -7,6 +7,8 @@
   * `core`: what every family shares (agent interface, episode bookkeeping, optimizer, networks,
     config checks); `mesh`: the ("seeds", "data") device mesh; `host_loop`: the CPU loop structure
     (`config.loop="host"`), `run_iterations` picks it.
+  * `train_seeds`: S seeds of a config, vmapped and sharded over the "seeds" mesh axis (or looped for
+    envpool games).
   * `train_with_checkpoints`: a run in checkpointed chunks, resumable bit-for-bit
     (`tdjax.train.checkpoint`).
   * `replay`, `probes`: the circular buffer and the in-loop representation probes.
@@ -34,6 +36,8 @@ from tdjax.train.core import make_train as make_train
 from tdjax.train.core import mean_return as mean_return
 from tdjax.train.core import run_iterations as run_iterations
 from tdjax.train.host_loop import run_host_driven as run_host_driven
+from tdjax.train.seeds import make_seed_runner as make_seed_runner
+from tdjax.train.seeds import train_seeds as train_seeds
 from tdjax.train.value_based import ALGOS as ALGOS
 from tdjax.train.value_based import RunnerState as RunnerState
 from tdjax.train.value_based import ValueAgent as ValueAgent
@@ -50,6 +54,8 @@ __all__ = [
     "make_train",
     "mean_return",
     "run_iterations",
+    "train_seeds",
+    "make_seed_runner",
     "family_of",
     "train_with_checkpoints",
     "run_host_driven",

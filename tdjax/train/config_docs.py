@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import io
+import textwrap
 import tokenize
 import typing
 from typing import Dict, List, Tuple
@@ -60,7 +61,7 @@ UNITS: Dict[str, str] = {
 
 def field_comments(cls: type) -> Dict[str, str]:
     """Field name → its trailing comment in the class source ("" if it has none)."""
-    lines = inspect.getsource(cls).splitlines()
+    lines = textwrap.dedent(inspect.getsource(cls)).splitlines()
     trailing = {tok.start[0]: tok.string.lstrip("#").strip()
                 for tok in tokenize.generate_tokens(io.StringIO("\n".join(lines) + "\n").readline)
                 if tok.type == tokenize.COMMENT}

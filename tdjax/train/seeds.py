@@ -29,6 +29,11 @@ from tdjax.train import mesh as mesh_lib
 __all__ = ["SeedRunner", "make_seed_runner", "train_seeds"]
 
 
+def _jittable(agent: Any) -> bool:
+    """Whether the seeds of `agent` can be vmapped (its environments are pure JAX)."""
+    return bool(agent.env.jittable)
+
+
 @functools.partial(jax.jit, donate_argnums=0)
 def _add_seed_axis(tree: Any) -> Any:
     # Donated, so a large replay buffer is aliased, not copied, when a single seed gets its axis.
@@ -114,7 +119,7 @@ def make_seed_runner(config: Any, num_seeds: int) -> SeedRunner:
     if not isinstance(num_seeds, int) or num_seeds < 1:
         raise ValueError(f"make_seed_runner: num_seeds must be a positive integer, got {num_seeds!r}.")
     agent = core.make_agent(config)
-    if agent.env.jittable:
+    if _jittable(agent):
         if num_seeds % config.seed_devices:
             raise ValueError(f"make_seed_runner: num_seeds={num_seeds} cannot be split evenly over "
                              f"{type(config).__name__}.seed_devices={config.seed_devices}. Fix: use a multiple "
