@@ -514,16 +514,6 @@ def build_spec(c: ActorCriticConfig) -> ActorCriticSpec:
 # The agent.
 
 
-def _bound(fn: Callable) -> Callable:
-    """`fn(spec, *args)` of `tdjax.train.actor_critic_update` as the agent's method `agent.fn(*args)`."""
-
-    @functools.wraps(fn)
-    def method(self, *args, **kwargs):
-        return fn(self.spec, *args, **kwargs)
-
-    return method
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class ActorCriticAgent(core.Agent):
     """`core.Agent` for the actor-critic loop (`make_agent(ActorCriticConfig(...))`): `init`, `run`,
@@ -545,17 +535,17 @@ class ActorCriticAgent(core.Agent):
             evaluator = core.reattach(evaluator, self.spec.test_env)
         return state._replace(actor=actor, evaluator=evaluator)
 
-    collect = _bound(update.collect)
-    learner_update = _bound(update.learner_update)
-    probe_sample = _bound(update.probe_sample)
-    update_matrices = _bound(update.update_matrices)
-    probe = _bound(update.probe)
-    policy_loss = _bound(update.policy_loss)
-    value_loss = _bound(update.value_loss)
-    policy_logits = _bound(update.policy_logits)
-    value = _bound(update.value)
-    features = _bound(update.features)
-    evaluate = _bound(update.evaluate)
+    collect = core.bound(update.collect)
+    learner_update = core.bound(update.learner_update)
+    probe_sample = core.bound(update.probe_sample)
+    update_matrices = core.bound(update.update_matrices)
+    probe = core.bound(update.probe)
+    policy_loss = core.bound(update.policy_loss)
+    value_loss = core.bound(update.value_loss)
+    policy_logits = core.bound(update.policy_logits)
+    value = core.bound(update.value)
+    features = core.bound(update.features)
+    evaluate = core.bound(update.evaluate)
 
     algo = property(lambda self: self.spec.algo)
     networks = property(lambda self: self.spec.networks)

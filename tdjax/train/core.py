@@ -37,7 +37,7 @@ __all__ = ["Family", "register_family", "family_of", "make_agent", "make_train",
            "typed_key", "make_optimizer", "auto_network", "torso_factory", "check_network", "EpisodeStats",
            "EndedEpisodes", "new_episode_stats", "track_episodes", "sum_ended", "reset_envs", "reattach",
            "rank_or_nan", "nanmean", "probe_means", "check_common_fields", "Agent",
-           "scan_iterations", "build_loop", "batched_run", "run_iterations"]
+           "bound", "scan_iterations", "build_loop", "batched_run", "run_iterations"]
 
 
 class Family(NamedTuple):
@@ -349,6 +349,9 @@ class Agent:
     def steps_per_iteration(self) -> int:
         return self.spec.steps_per_iteration
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec.config!r})"
+
     def phase(self, i: int) -> Optional[Tuple[bool, ...]]:
         """The static phase of iteration i (Python bools), or None: nothing to make static."""
         del i
@@ -357,6 +360,16 @@ class Agent:
     def reattach_env(self, state: Any) -> Any:
         """`state` with freshly reset environments and zeroed episode statistics (envpool resumes)."""
         return state._replace(actor=reattach(state.actor, self.spec.env))
+
+
+def bound(fn: Callable) -> Callable:
+    """A family's module-level `fn(spec, *args)` as an agent method `agent.fn(*args)` (its spec bound)."""
+
+    @functools.wraps(fn)
+    def method(self, *args, **kwargs):
+        return fn(self.spec, *args, **kwargs)
+
+    return method
 
 
 def scan_iterations(iteration: Callable[..., Tuple[Any, Any]], state: Any, start: Any, length: int,

@@ -579,20 +579,13 @@ class ValueAgent(core.Agent):
         update sits under no `lax.cond` (the CPU loop structure, `tdjax.train.host_loop`)."""
         return iteration_phase(self.spec, i)
 
-    def example_loss(self, params, target_params, transition):
-        return example_loss(self.spec, params, target_params, transition)
-
-    def learner_update(self, learner, batch, axis_name=None):
-        return learner_update(self.spec, learner, batch, axis_name)
+    example_loss = core.bound(example_loss)
+    learner_update = core.bound(learner_update)
+    q_values = core.bound(q_values)
+    features = core.bound(features)
 
     def output_fn(self, params, x):
         return output_fn(self.spec)(params, x)
-
-    def q_values(self, params, xs):
-        return q_values(self.spec, params, xs)
-
-    def features(self, params, xs):
-        return features(self.spec, params, xs)
 
     network = property(lambda self: self.spec.network)
     head = property(lambda self: self.spec.head)
