@@ -514,7 +514,7 @@ def build_spec(c: ActorCriticConfig) -> ActorCriticSpec:
 # The agent.
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class ActorCriticAgent(core.Agent):
     """`core.Agent` for the actor-critic loop (`make_agent(ActorCriticConfig(...))`): `init`, `run`,
     `reattach_env`, plus the loop's pieces bound to its spec (`tdjax.train.actor_critic_update`), e.g.

@@ -564,7 +564,7 @@ def iteration(spec: ValueSpec, state: RunnerState, i: jax.Array, axis_name: Opti
 # The agent.
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class ValueAgent(core.Agent):
     """`core.Agent` for the value loop (`make_agent(ValueConfig(...))`): `init`, `run`, `phase`,
     `reattach_env`, plus the value loop's functions bound to its spec:
