@@ -182,6 +182,8 @@ def test_reused_layer_embedding_and_penalty():
 
     xs = (_uniform(1, 4, 5), jnp.array([0, 3, 6, 3]))
     _check(f, params, xs, expect_copied=["['emb']", "['w']"])
+    # a parameter that is the output itself
+    _check(lambda p, x: p["v"][0, 1], params, xs, expect_copied=["['v']"])
 
 
 @pytest.mark.parametrize(

@@ -135,7 +135,6 @@ class _Interpreter:
     """
 
     def __init__(self, plan: Optional[_Plan] = None, taps=None):
-        self.analysing = plan is None
         self.plan = _Plan([], {}) if plan is None else plan
         self.taps = taps
         self.activations = []
@@ -207,9 +206,7 @@ class _Interpreter:
                 outs = [((_bind(eqn, [shared])[0], copy), new_s)]
             elif name in LAYER_PRIMITIVES and sum(s is not None for s in structs) == 1:
                 side = 0 if structs[0] is not None else 1
-                operands = [shared if i == side else (copy if copy is not None else shared)
-                            for i, ((shared, copy), _) in enumerate(ins)]
-                # the non-parameter operand is never a struct, so its value is `shared`
+                operands = [shared for (shared, _), _ in ins]  # the weight: shared, not a per-example copy
                 y = _bind(eqn, operands)[0]
                 i = self.n_layers
                 self.n_layers += 1
@@ -217,9 +214,6 @@ class _Interpreter:
                 outs = [((y + self.taps[i].astype(y.dtype), None), None)]
             else:
                 vals = [copy if s is not None else shared for (shared, copy), s in ins]
-                if any(s is not None and c is None for (_, c), s in ins):
-                    bad = next(s for (_, c), s in ins if s is not None and c is None)
-                    raise LayerwiseUnsupported(f"layerwise: internal error, no copy of leaf {bad.leaf} for {name}.")
                 outs = [((v, None), None) for v in _bind(eqn, vals)]
             for var, val in zip(eqn.outvars, outs):
                 env[var] = val
@@ -252,8 +246,10 @@ def _plan(fn, leaves, treedef, example_spec, strict: bool):
     closed = _trace(fn, leaves, treedef, example_spec)
     n_ex = len(closed.jaxpr.invars) - len(leaves)
     interp = _Interpreter()
-    interp.analyse(closed.jaxpr, [_Struct(i, ()) for i in range(len(leaves))] + [None] * n_ex)
+    outs = interp.analyse(closed.jaxpr, [_Struct(i, ()) for i in range(len(leaves))] + [None] * n_ex)
     plan = interp.plan
+    if isinstance(outs[0], _Struct):  # the output is (a re-arrangement of) a parameter itself
+        plan.copied.setdefault(outs[0].leaf, []).append("output")
     unsupported = {i: ops for i, ops in plan.copied.items() if set(ops) - set(_BIAS_PRIMITIVES)}
     if strict and unsupported:
         detail = ", ".join(f"{paths[i]} (used by {', '.join(ops)})" for i, ops in sorted(unsupported.items()))
@@ -282,7 +278,8 @@ def _capture(fn, params, batch, strict):
         invals = [((l, copy_of.get(i)), _Struct(i, ())) for i, l in enumerate(leaves)]
         invals += [((x, None), None) for x in exs]
         interp = _Interpreter(plan, taps)
-        (out, _), _ = interp.evaluate(closed.jaxpr, closed.consts, invals)[0]
+        (out, copy), struct = interp.evaluate(closed.jaxpr, closed.consts, invals)[0]
+        out = out if struct is None else copy
         return out, interp.activations
 
     def total(taps, copies):
