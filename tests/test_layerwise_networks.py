@@ -295,3 +295,19 @@ def test_primitive_names():
     leaves, treedef = jax.tree.flatten(params)
     _, plan, _ = layerwise._plan(lambda p, x: jnp.sum(mlp.apply(p, x)), leaves, treedef, jnp.ones(3), strict=True)
     assert len(plan.layers) == 2 and all(set(ops) <= {"add"} for ops in plan.copied.values())
+
+
+def test_update_matrix_with_layernorm_default_exact_and_strict_raises():
+    model = _WithLayerNorm()
+    params = model.init(jax.random.key(0), jnp.ones(2))
+    xs = _uniform(1, 5, 2)
+    batch = {"obs": xs, "y": _uniform(2, 5)}
+    loss = lambda p, ex: 0.5 * (jnp.max(model.apply(p, ex["obs"])) - ex["y"]) ** 2  # noqa: E731
+    out = tdjax.scalar_output_fn(model.apply, "max")
+    tx = optax.adam(1e-2)
+    state = tx.init(params)
+    run = jax.jit(lambda method: tdjax.update_matrix(loss, out, tx, params, state, batch, xs, method=method),
+                  static_argnums=0)
+    np.testing.assert_allclose(run("auto"), run("vmap"), rtol=1e-5, atol=1e-7)
+    with pytest.raises(tdjax.LayerwiseUnsupported, match="LayerNorm_0"):
+        run("layerwise")
