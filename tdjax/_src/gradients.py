@@ -188,8 +188,8 @@ def per_example_grads(
       loss_fn: `loss_fn(params, example) -> scalar` for ONE example.
       params: parameter pytree θ.
       batch: pytree whose leaves all have a leading axis of size k (one entry per example).
-      chunk_size: if given, at most this many examples are differentiated at once
-        (`jax.lax.map(..., batch_size=chunk_size)`), bounding activation memory.
+      chunk_size: if given, at most this many examples are differentiated at once (a `jax.lax.map`
+        over chunks, one batched pass each), bounding activation memory.
       method: gradient back-end. "auto" (default): one batched forward/backward pass per chunk, with
         the per-example weight gradients of every dot_general/conv_general_dilated whose weight is a
         parameter formed from the layer's inputs and output cotangents (`tdjax._src.layerwise`, any
