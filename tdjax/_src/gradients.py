@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from tdjax._src.validation import check_scalar, leading_dim
-from tdjax._src.layerwise import LayerwiseUnsupported, layerwise_gram, layerwise_per_example_grads
+from tdjax._src.layerwise import layerwise_gram, layerwise_per_example_grads
 
 __all__ = [
     "InterferenceDerivativeTerms",
@@ -142,31 +142,36 @@ def _grads(
     batch_arg: str,
 ) -> PyTree:
     """Checked per-example ∇θ fn(θ, xᵢ). The one place where gradient back-ends are dispatched."""
-    leading_dim(batch, batch_arg)
+    k = leading_dim(batch, batch_arg)
     _check_chunk_size(chunk_size, fn_name)
     _check_scalar_fn(fn, (params, _example_spec(batch)), fn_name, fn_arg)
-    _check_method(method, chunk_size, fn_name)
-    if method != "vmap" and chunk_size is None:
-        try:
-            return layerwise_per_example_grads(fn, params, batch)
-        except LayerwiseUnsupported:
-            if method == "layerwise":
-                raise
-    grad_fn = jax.grad(fn)
-    return _map_examples(lambda ex: grad_fn(params, ex), batch, chunk_size)
+    _check_method(method, fn_name)
+    if method == "vmap":
+        grad_fn = jax.grad(fn)
+        return _map_examples(lambda ex: grad_fn(params, ex), batch, chunk_size)
+    strict = method == "layerwise"
+    return _map_chunks(lambda b: layerwise_per_example_grads(fn, params, b, strict=strict), batch, k, chunk_size)
+
+
+def _map_chunks(batch_fn: Callable, xs: PyTree, k: int, chunk_size: Optional[int]) -> PyTree:
+    """`batch_fn` ([c] examples -> [c, ...] pytree) over chunks of `chunk_size` examples: [k, ...]."""
+    if chunk_size is None or chunk_size >= k:
+        return batch_fn(xs)
+    n, rest = divmod(k, chunk_size)
+    head = jax.tree.map(lambda x: x[: n * chunk_size].reshape((n, chunk_size) + x.shape[1:]), xs)
+    out = jax.tree.map(lambda x: x.reshape((n * chunk_size,) + x.shape[2:]), jax.lax.map(batch_fn, head))
+    if rest:
+        tail = batch_fn(jax.tree.map(lambda x: x[n * chunk_size :], xs))
+        out = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), out, tail)
+    return out
 
 
 _METHODS = ("auto", "vmap", "layerwise")
 
 
-def _check_method(method: str, chunk_size: Optional[int], fn_name: str) -> None:
+def _check_method(method: str, fn_name: str) -> None:
     if method not in _METHODS:
         raise ValueError(f"{fn_name}: unknown `method` {method!r}; supported: {', '.join(map(repr, _METHODS))}.")
-    if method == "layerwise" and chunk_size is not None:
-        raise ValueError(
-            f"{fn_name}: method='layerwise' processes the whole batch in one pass and does not take "
-            "`chunk_size`; use method='auto' or 'vmap' to bound memory by chunks."
-        )
 
 
 def per_example_grads(
@@ -183,13 +188,15 @@ def per_example_grads(
       loss_fn: `loss_fn(params, example) -> scalar` for ONE example.
       params: parameter pytree θ.
       batch: pytree whose leaves all have a leading axis of size k (one entry per example).
-      chunk_size: if given, at most this many examples are differentiated at once
-        (`jax.lax.map(..., batch_size=chunk_size)`), bounding activation memory.
-      method: gradient back-end. "layerwise": one batched forward/backward with per-example weight
-        gradients formed from each flax `nn.Dense`/`nn.Conv` layer's inputs and output cotangents
-        (`tdjax._src.layerwise`; raises `LayerwiseUnsupported` for other networks). "vmap":
-        `jax.vmap(jax.grad(loss_fn))`, works for any function. "auto" (default): layer-wise when the
-        network allows it and `chunk_size` is None, else vmap. All three give the same gradients.
+      chunk_size: if given, at most this many examples are differentiated at once (a `jax.lax.map`
+        over chunks, one batched pass each), bounding activation memory.
+      method: gradient back-end. "auto" (default): one batched forward/backward pass per chunk, with
+        the per-example weight gradients of every dot_general/conv_general_dilated whose weight is a
+        parameter formed from the layer's inputs and output cotangents (`tdjax._src.layerwise`, any
+        network library), and the other parameter leaves (biases, normalisation scales, embeddings)
+        by exact per-example copies in the same pass. "layerwise": the same, but raises
+        `LayerwiseUnsupported` (naming the parameter and operation) for a parameter used other than as
+        a layer weight or bias. "vmap": `jax.vmap(jax.grad(loss_fn))`. All give the same gradients.
 
     Returns:
       A pytree like `params` whose leaves have shape [k, *leaf.shape].
@@ -251,17 +258,14 @@ def gram_matrix(
       [k_a, k_b] matrix ρ̄.
     """
     if method != "vmap" and chunk_size is None:
-        _check_method(method, chunk_size, "gram_matrix")
+        _check_method(method, "gram_matrix")
         leading_dim(xs_a, "xs_a")
         if xs_b is not None:
             leading_dim(xs_b, "xs_b")
             _check_pair(xs_a, xs_b, "xs_a", "xs_b")
         _check_scalar_fn(f, (params, _example_spec(xs_a)), "gram_matrix", "f")
-        try:
-            return layerwise_gram(f, params, xs_a, xs_b)
-        except LayerwiseUnsupported:
-            if method == "layerwise":
-                raise
+        gram = layerwise_gram(f, params, xs_a, xs_b, strict=method == "layerwise")
+        return 0.5 * (gram + gram.T) if xs_b is None else gram
     ga, gb = _pairwise_grads(f, params, xs_a, xs_b, chunk_size, method, "gram_matrix", "f", ("xs_a", "xs_b"))
     return _pairwise_gram(ga, gb, xs_b is None)
 

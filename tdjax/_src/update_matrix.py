@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from tdjax._src.layerwise import layerwise_per_example_grads
 from tdjax._src.validation import check_scalar, leading_dim
 
 __all__ = [
@@ -123,12 +124,17 @@ def _vmap(fn: Callable, in_axes: tuple, size: int) -> Callable:
     return call
 
 
-def _per_example_grads(loss_fn: LossFn, params: Any, examples: Any) -> Any:
+def _per_example_grads(loss_fn: LossFn, params: Any, examples: Any, method: str = "auto") -> Any:
     """∇θ loss_fn(θ, examples[i]) for each i of a chunk: a params-shaped pytree with a leading [c] axis.
 
-    Kept as one isolated function so that a faster per-example-gradient path can replace it.
+    "auto"/"layerwise": one batched forward/backward with per-example weight gradients from each layer's
+    inputs and output cotangents (`tdjax._src.layerwise`); "vmap": jax.vmap(jax.grad(loss_fn)). A chunk of
+    one example needs no per-example work: its gradient is the batch gradient.
     """
-    return _vmap(jax.grad(loss_fn), (None, 0), leading_dim(examples, "batch"))(params, examples)
+    c = leading_dim(examples, "batch")
+    if method == "vmap" or (c == 1 and method == "auto"):
+        return _vmap(jax.grad(loss_fn), (None, 0), c)(params, examples)
+    return layerwise_per_example_grads(loss_fn, params, examples, strict=method == "layerwise")
 
 
 def _all_finite(tree: Any) -> chex.Array:
@@ -202,6 +208,7 @@ class _ChunkRows:
     compare: Callable
     optimizer: optax.GradientTransformation
     probe_chunk_size: Optional[int]
+    method: str = "auto"
 
     def base(self, params, probe_xs):
         return _over_probes(self.out_fn, params, probe_xs, self.probe_chunk_size)
@@ -211,7 +218,7 @@ class _ChunkRows:
 
     def __call__(self, params, opt_state, probe_xs, base, examples):  # [c] examples -> [c, m]
         c = leading_dim(examples, "batch")
-        grads = _per_example_grads(self.loss_fn, params, examples)
+        grads = _per_example_grads(self.loss_fn, params, examples, self.method)
         step = functools.partial(_one_step, self.optimizer)
         new_params, finite = _vmap(step, (None, None, 0), c)(params, opt_state, grads)
         evaluate = functools.partial(_over_probes, self.out_fn, probe_chunk_size=self.probe_chunk_size)
@@ -275,6 +282,11 @@ def _update_matrix(fn_name, spec: _ChunkRows, params, opt_state, batch, probe_xs
 
 
 
+def _check_method(method, fn_name):
+    if method not in ("auto", "layerwise", "vmap"):
+        raise ValueError(f"{fn_name}: `method` must be 'auto', 'layerwise' or 'vmap', got {method!r}.")
+
+
 def _check_strategy(strategy, fn_name):
     if strategy not in ("map", "loop"):
         raise ValueError(f"{fn_name}: `strategy` must be 'map' or 'loop', got {strategy!r}.")
@@ -296,6 +308,7 @@ def update_matrix(
     chunk_size: Optional[int] = None,
     probe_chunk_size: Optional[int] = None,
     strategy: Strategy = "map",
+    method: str = "auto",
 ) -> chex.Array:
     """The update matrix Aᵢⱼ = f(θᵢ, xⱼ) − f(θ, xⱼ) (Lyle et al. 2022, eq. 21, App. B.1).
 
@@ -318,6 +331,9 @@ def update_matrix(
       strategy: "map" (default; `lax.map` over chunks, composes with jit/vmap) or "loop" (a host loop of
         jitted chunk calls, compiled once; must be called outside jit). Same maths; which is faster
         depends on the net and backend (docs/update_matrix.md).
+      method: per-example gradients of a chunk: "auto" (default; one batched forward/backward, see
+        `tdjax.per_example_grads`), "layerwise" (the same, raising `LayerwiseUnsupported` for parameters
+        used other than as layer weights or biases) or "vmap" (jax.vmap(jax.grad(loss_fn))).
 
     Returns:
       A: [k, m] float array. Row i is NaN if θᵢ has a non-finite entry (a non-finite update or gradient).
@@ -327,7 +343,8 @@ def update_matrix(
     k, _ = _check_common(fn_name, loss_fn, optimizer, params, opt_state, batch, probe_xs, chunk_size, probe_chunk_size)
     check_scalar(jax.eval_shape(output_fn, params, _one(probe_xs)), fn_name, "output_fn")
 
-    spec = _ChunkRows(loss_fn, output_fn, _difference, optimizer, probe_chunk_size)
+    _check_method(method, fn_name)
+    spec = _ChunkRows(loss_fn, output_fn, _difference, optimizer, probe_chunk_size, method)
     return _update_matrix(fn_name, spec, params, opt_state, batch, probe_xs, k, chunk_size, strategy)
 
 
@@ -344,6 +361,7 @@ def policy_update_matrix(
     chunk_size: Optional[int] = None,
     probe_chunk_size: Optional[int] = None,
     strategy: Strategy = "map",
+    method: str = "auto",
 ) -> chex.Array:
     """The policy update matrix Aᵢⱼ = ‖p_θ(xⱼ) − p_θᵢ(xⱼ)‖₂ (Lyle et al. 2022, App. B.1).
 
@@ -355,8 +373,8 @@ def policy_update_matrix(
       loss_fn: `loss_fn(params, example) -> scalar` for ONE example.
       policy_fn: `policy_fn(params, x) -> [n_actions]` for ONE input: logits if `from_logits` (the
         distribution is their softmax), else the probabilities themselves.
-      optimizer, params, opt_state, batch, probe_xs, chunk_size, probe_chunk_size, strategy: as in
-        `update_matrix`.
+      optimizer, params, opt_state, batch, probe_xs, chunk_size, probe_chunk_size, strategy, method: as
+        in `update_matrix`.
       from_logits: whether `policy_fn` returns logits (True) or probabilities (False).
 
     Returns:
@@ -371,7 +389,8 @@ def policy_update_matrix(
             f"{fn_name}: `policy_fn` must return a vector [n_actions] for one input, got shape {out.shape}."
         )
     probs_fn = _SoftmaxOf(policy_fn) if from_logits else policy_fn
-    spec = _ChunkRows(loss_fn, probs_fn, _distance, optimizer, probe_chunk_size)
+    _check_method(method, fn_name)
+    spec = _ChunkRows(loss_fn, probs_fn, _distance, optimizer, probe_chunk_size, method)
     return _update_matrix(fn_name, spec, params, opt_state, batch, probe_xs, k, chunk_size, strategy)
 
 
@@ -386,6 +405,7 @@ def linearized_update_matrix(
     *,
     chunk_size: Optional[int] = None,
     probe_chunk_size: Optional[int] = None,
+    method: str = "auto",
 ) -> chex.Array:
     """First-order update matrix Âᵢⱼ = ⟨∇θ f(θ, xⱼ), Δθᵢ⟩ (Lyle et al. 2022, §5.1).
 
@@ -402,16 +422,18 @@ def linearized_update_matrix(
       loss_fn, output_fn, optimizer, params, opt_state, batch, probe_xs: as in `update_matrix`.
       chunk_size: examples whose updates are formed at once; None = 4.
       probe_chunk_size: probes whose gradients are held at once; None = all m (m·|θ| floats).
+      method: as in `update_matrix`; also used for the probe gradients.
 
     Returns:
       Â: [k, m] float array; row i is NaN if the update Δθᵢ has a non-finite entry.
     """
     fn_name = "linearized_update_matrix"
+    _check_method(method, fn_name)
     k, m = _check_common(fn_name, loss_fn, optimizer, params, opt_state, batch, probe_xs, chunk_size, probe_chunk_size)
     check_scalar(jax.eval_shape(output_fn, params, _one(probe_xs)), fn_name, "output_fn")
 
     def block(examples, probe_grads):  # [c] examples x [pc] probe gradients -> [c, pc]
-        grads = _per_example_grads(loss_fn, params, examples)
+        grads = _per_example_grads(loss_fn, params, examples, method)
         updates, _ = jax.vmap(lambda g: optimizer.update(g, opt_state, params))(grads)
         finite = jax.vmap(_all_finite)(updates)
         dots = jax.tree.map(
@@ -422,7 +444,7 @@ def linearized_update_matrix(
         return jnp.where(finite[:, None], total, jnp.nan)
 
     def probe_columns(probes):  # [pc] probes -> [pc, k]
-        probe_grads = jax.vmap(jax.grad(output_fn), in_axes=(None, 0))(params, probes)
+        probe_grads = _per_example_grads(output_fn, params, probes, method)
         return _map_chunks(lambda ex: block(ex, probe_grads), batch, k, chunk_size).T
 
     return _map_chunks(probe_columns, probe_xs, m, probe_chunk_size, default=m).T
