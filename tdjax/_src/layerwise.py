@@ -234,8 +234,9 @@ def _trace(fn, leaves, treedef, example_spec):
         validation.check_scalar(out, "layerwise", "the per-example function")
         return out
 
-    sds = [jax.ShapeDtypeStruct(jnp.shape(l), jnp.result_type(l)) for l in leaves]
-    return jax.make_jaxpr(flat)(sds, ex_leaves)
+    # Traced on the values themselves (not on shapes): inside `shard_map` their types carry which mesh
+    # axes they vary over, so the jaxpr gets the same implicit `pvary`s as the caller's own trace.
+    return jax.make_jaxpr(flat)(list(leaves), ex_leaves)
 
 
 def _plan(fn, leaves, treedef, example_spec, strict: bool):
@@ -269,7 +270,7 @@ def _capture(fn, params, batch, strict):
     """One batched forward/backward: (plan, leaves, treedef, activations, tap cotangents, copy grads)."""
     k = validation.leading_dim(batch, "batch")
     leaves, treedef = jax.tree_util.tree_flatten(params)
-    closed, plan, _ = _plan(fn, leaves, treedef, _one_example(batch), strict)
+    closed, plan, _ = _plan(fn, leaves, treedef, jax.tree_util.tree_map(lambda x: x[0], batch), strict)
     copied = sorted(plan.copied)
     ex_leaves = jax.tree_util.tree_leaves(batch)
 
