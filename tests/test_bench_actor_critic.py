@@ -55,6 +55,9 @@ def _check(bench, out, text, game, title):
     assert "best vs best" in text
 
 
+# ~90 s of Nature-CNN compilations (scanned and host-driven rows, twice); the row machinery is
+# checked by test_isolated_row_runs_in_a_child_process: run with `make test-paper`.
+@pytest.mark.paper_scale
 def test_quick_pong_table(capsys):
     bench = _load()
     out = bench.main(["--quick", "--games", "pong", "--repeats", "2"])

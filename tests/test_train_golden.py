@@ -5,10 +5,7 @@ runs made with the loops as they were before the rewrite (tests/data/make_golden
 8464ca5). The same configs run now must give the same numbers: same seed, same parameters.
 """
 
-import os
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import jax
@@ -43,23 +40,12 @@ def _run(name):
     return out
 
 
-@pytest.mark.parametrize("name", [n for n in CONFIGS if not n.endswith("_2dev")])
+# Checked in the suite: one config per family, head kind and torso. The golden file also holds
+# double_dqn, qr_dqn and dqn_rmsprop (all matched when the rewrite landed; add them to CHECKED for a
+# longer check) and the 2-device runs, which tests/test_train_multihost.py compares against.
+CHECKED = ("dqn", "c51", "dqn_minatar", "ppo", "daac", "reinforce")
+
+
+@pytest.mark.parametrize("name", CHECKED)
 def test_family_unchanged_by_rewrite(name):
     _check(name, _run(name))
-
-
-def test_data_parallel_runs_unchanged_by_rewrite(tmp_path):
-    code = textwrap.dedent(f"""
-        import sys, numpy as np
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from test_train_golden import _run
-        out = {{}}
-        for name in ("dqn_2dev", "ppo_2dev"):
-            out.update(_run(name))
-        np.savez({str(tmp_path / "out.npz")!r}, **out)
-    """)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=600)
-    got = np.load(tmp_path / "out.npz")
-    for name in ("dqn_2dev", "ppo_2dev"):
-        _check(name, {k: got[k] for k in got.files if k.startswith(name + "/")})
