@@ -21,11 +21,12 @@ Rows (env steps per second, compilation excluded):
                          repeat (from AFTER) and the PPO rows are also given as tdjax ÷ baseline
 
 Usage:
-  python benchmarks/bench_core_regression.py [--before-rev 8464ca5 | --before TREE] [--repeats 2] [--rows ...]
+  python benchmarks/compare_revisions.py [--before-rev 8464ca5 | --before TREE] [--repeats 2] [--rows ...]
 
 Without `--before`, a `git worktree` of `--before-rev` (default: 8464ca5, the last commit before the
 training core was rewritten) is made in a temporary folder and removed afterwards. A full run takes
-~25 minutes on 2 cores.
+~25 minutes on 2 cores. It is a comparison across a change, not a standing claim, so `make bench`
+(which runs `benchmarks/bench_*.py`) does not run it.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def child(row: str, quick: bool) -> float:
 
 def run_row(tree: Path, row: str, quick: bool, timeout: int) -> float:
     env = dict(os.environ, PYTHONPATH=str(tree), OPENBLAS_NUM_THREADS=os.environ.get("OPENBLAS_NUM_THREADS", "1"))
-    cmd = [sys.executable, str(HERE / "bench_core_regression.py"), "--child", row] + (["--quick"] if quick else [])
+    cmd = [sys.executable, str(HERE / "compare_revisions.py"), "--child", row] + (["--quick"] if quick else [])
     r = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=timeout)
     for line in r.stdout.splitlines():
         if line.startswith("RESULT "):
