@@ -37,6 +37,9 @@ def test_minatar_table_and_baseline_run(capsys):
     assert facts["updates"] == 25 and facts["max_param_change"] > 0
 
 
+# ~70 s (probes every 5 updates on MinAtar, twice); the in-loop probes themselves are tested in
+# test_train_probes: run with `make test-paper`.
+@pytest.mark.paper_scale
 def test_probe_table_runs(capsys):
     bench = _load("bench_value_based_steps")
     out = bench.main(["--tables", "probes", "--probe-interval", "10", "--probe-k", "8",

@@ -41,6 +41,8 @@ def test_defaults_are_cleanrls():
     assert ppo._parse([]).env_id == "Pong-v5" and ppo._parse(["--update-unroll"]).update_unroll
 
 
+# ~40 s of Nature/IMPALA compilations for the benchmark baseline: run with `make test-paper`.
+@pytest.mark.paper_scale
 def test_pong_and_bigfish_tiny_runs():
     # Pong: CleanRL's Atari settings (4 epochs × 4 minibatches) at 2 envs × 16 steps, one iteration.
     pong = ppo.measure("Pong-v5", 32, num_envs=2, num_steps=16)
