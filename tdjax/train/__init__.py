@@ -7,6 +7,10 @@
   * `core`: what every family shares (agent interface, episode bookkeeping, optimizer, networks,
     config checks); `mesh`: the ("seeds", "data") device mesh; `host_loop`: the CPU loop structure
     (`config.loop="host"`), `run_iterations` picks it.
+  * `OfflineConfig` → the offline loop: a fresh student trained on a teacher's data by distillation,
+    behaviour cloning, offline Q-learning/QR/double-Q, or Bengio et al.'s regression, TD* and TD(λ)
+    policy evaluation (`tdjax.train.offline`); teachers are saved and loaded by path
+    (`tdjax.train.teacher`), datasets too (`tdjax.train.offline_data`).
   * `train_seeds`: S seeds of a config, vmapped and sharded over the "seeds" mesh axis (or looped for
     envpool games).
   * `train_with_checkpoints`: a run in checkpointed chunks, resumable bit-for-bit
@@ -21,6 +25,9 @@ from tdjax.train import probes as probes
 from tdjax.train import replay as replay
 from tdjax.train import value_based as value_based
 from tdjax.train import actor_critic as actor_critic
+from tdjax.train import offline as offline
+from tdjax.train import offline_data as offline_data
+from tdjax.train import teacher as teacher
 from tdjax.train.actor_critic import ActorCriticAgent as ActorCriticAgent
 from tdjax.train.actor_critic import ActorCriticConfig as ActorCriticConfig
 from tdjax.train.actor_critic import ActorCriticMetrics as ActorCriticMetrics
@@ -36,6 +43,18 @@ from tdjax.train.core import make_train as make_train
 from tdjax.train.core import mean_return as mean_return
 from tdjax.train.core import run_iterations as run_iterations
 from tdjax.train.host_loop import run_host_driven as run_host_driven
+from tdjax.train.offline import OfflineConfig as OfflineConfig
+from tdjax.train.offline import evaluate_policy as evaluate_policy
+from tdjax.train.offline_data import DatasetInfo as DatasetInfo
+from tdjax.train.offline_data import OfflineDataset as OfflineDataset
+from tdjax.train.offline_data import collect_dataset as collect_dataset
+from tdjax.train.offline_data import dataset_from_replay as dataset_from_replay
+from tdjax.train.offline_data import load_dataset as load_dataset
+from tdjax.train.offline_data import save_dataset as save_dataset
+from tdjax.train.teacher import Teacher as Teacher
+from tdjax.train.teacher import load_teacher as load_teacher
+from tdjax.train.teacher import save_teacher as save_teacher
+from tdjax.train.teacher import teacher_from_params as teacher_from_params
 from tdjax.train.seeds import make_seed_runner as make_seed_runner
 from tdjax.train.seeds import train_seeds as train_seeds
 from tdjax.train.value_based import ALGOS as ALGOS
@@ -74,4 +93,19 @@ __all__ = [
     "daac_procgen_paper_config",
     "generalization_gap",
     "ppo_procgen_paper_config",
+    "offline",
+    "offline_data",
+    "teacher",
+    "OfflineConfig",
+    "evaluate_policy",
+    "DatasetInfo",
+    "OfflineDataset",
+    "collect_dataset",
+    "dataset_from_replay",
+    "load_dataset",
+    "save_dataset",
+    "Teacher",
+    "load_teacher",
+    "save_teacher",
+    "teacher_from_params",
 ]

@@ -118,14 +118,19 @@ def typed_key(key: jax.Array) -> jax.Array:
 
 def make_optimizer(name: str, lr: float, *, max_grad_norm: Optional[float], adam_eps: float = 1e-8,
                    rmsprop_decay: float = 0.95, rmsprop_eps: float = 0.01,
-                   rmsprop_centered: bool = True) -> optax.GradientTransformation:
-    """Adam or RMSProp, after global-norm gradient clipping unless `max_grad_norm` is None."""
+                   rmsprop_centered: bool = True, momentum: float = 0.9) -> optax.GradientTransformation:
+    """Adam, RMSProp, SGD or momentum SGD (`momentum`, heavy-ball), after global-norm gradient
+    clipping unless `max_grad_norm` is None."""
     if name == "adam":
         tx = optax.adam(lr, eps=adam_eps)
     elif name == "rmsprop":
         tx = optax.rmsprop(lr, decay=rmsprop_decay, eps=rmsprop_eps, centered=rmsprop_centered)
+    elif name == "sgd":
+        tx = optax.sgd(lr)
+    elif name == "momentum":
+        tx = optax.sgd(lr, momentum=momentum)
     else:
-        raise ValueError(f"make_optimizer: name must be 'adam' or 'rmsprop', got {name!r}.")
+        raise ValueError(f"make_optimizer: name must be 'adam', 'rmsprop', 'sgd' or 'momentum', got {name!r}.")
     if max_grad_norm is not None:
         tx = optax.chain(optax.clip_by_global_norm(max_grad_norm), tx)
     return tx
