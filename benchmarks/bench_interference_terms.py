@@ -178,8 +178,8 @@ def torch_func_terms(model, win):
     def q(p, s):
         return tf.functional_call(model, p, (s[None],))[0]
 
-    def f(p, s, a):
-        return q(p, s)[a]
+    def f(p, s, a):  # gather, not q[a]: an int index into a vmapped tensor needs .item()
+        return torch.gather(q(p, s), 0, a[None])[0]
 
     def fp(p, sp, d):
         return d * q(p, sp).max()
@@ -226,7 +226,7 @@ def torch_loop_gain(model, target, adam, win):
         s, a, r, d, sp = (win[k][i] for k in ("obs", "action", "reward", "discount", "next_obs"))
         m = copy.deepcopy(model)
         opt = torch.optim.Adam(m.parameters(), lr=LR)
-        opt.load_state_dict(adam.state_dict())
+        opt.load_state_dict(copy.deepcopy(adam.state_dict()))  # load_state_dict shares the tensors
         with torch.no_grad():
             before = _td_loss_torch(m, target, s, a, r, d, sp)
         opt.zero_grad()
@@ -249,7 +249,7 @@ def torch_func_gain(model, target, adam, win):
     def loss(p, s, a, r, d, sp):
         with torch.no_grad():
             y = r + GAMMA * d * target(sp[None]).max(1).values[0]
-        return 0.5 * (tf.functional_call(model, p, (s[None],))[0, a] - y) ** 2
+        return 0.5 * (torch.gather(tf.functional_call(model, p, (s[None],))[0], 0, a[None])[0] - y) ** 2
 
     def new_params(s, a, r, d, sp):
         g = tf.grad(loss)(params, s, a, r, d, sp)
