@@ -129,8 +129,11 @@ def jax_side(params, target_params, opt_state, win):
 # PyTorch.
 
 
-def _flat(grads):
-    return torch.cat([g.reshape(-1) for g in grads])
+def _flat(grads, theta=None):
+    """Concatenated gradients; None (a parameter the output does not reach to 2nd order) as zeros, like
+    the released code's `S`."""
+    theta = theta if theta is not None else grads
+    return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, theta)])
 
 
 def torch_per_pair_terms(model, win, n_samples):
@@ -164,8 +167,8 @@ def torch_per_pair_terms(model, win, n_samples):
         for j in range(W):  # the per-pair loop of the released code
             dfadt = _flat(torch.autograd.grad(model(s[j][None])[0, a[j]], theta, create_graph=True))
             dfbdt = _flat(torch.autograd.grad(model(sB[0][None])[0, aB[0]], theta, create_graph=True))
-            HfA = _flat(torch.autograd.grad(dfadt @ dfbdt.detach(), theta, create_graph=True, allow_unused=True))
-            HfB = _flat(torch.autograd.grad(dfadt.detach() @ dfbdt, theta, create_graph=True, allow_unused=True))
+            HfA = _flat(torch.autograd.grad(dfadt @ dfbdt.detach(), theta, create_graph=True, allow_unused=True), theta)
+            HfB = _flat(torch.autograd.grad(dfadt.detach() @ dfbdt, theta, create_graph=True, allow_unused=True), theta)
             inner[j, 0] = ((HfA + HfB) @ dfbdt).detach()
         term2 = delta_A[:, None] * delta_B[None, :] ** 2 * inner
         out[i] = torch.stack([term0[:, 0], term1[:, 0], term2[:, 0]]).detach().numpy()
