@@ -849,7 +849,7 @@ def kernel_mc_trajectory(
     krylov_dim: int = 48,
     max_restarts: int = 500,
 ) -> jax.Array:
-    """Kernel Monte Carlo trajectory with a train/test split: ∂ₜVₜ = K[:, train](Vπ − Vₜ)[train], [T, n].
+    """Kernel Monte Carlo trajectory with a train/test split: ∂ₜVₜ = K[:, train]·(Vπ − Vₜ)[train], [T, n].
 
     See `kernel_mc_dynamics` and `td_value_trajectory` for the options.
     """
@@ -1066,7 +1066,7 @@ def mc_euler_trajectory(v_pi: Any, v0: Any, step_size: Any, num_steps: int) -> j
 def kernel_td_euler_trajectory(
     K: Any, P: Any, r: Any, gamma: Any, train_mask: Any, v0: Any, step_size: Any, num_steps: int
 ) -> jax.Array:
-    """Kernel TD steps V ← V + h·K[:, train](Rπ + γPπV − V)[train] (Euler for eq. 16). [num_steps + 1, n].
+    """Kernel TD steps V ← V + h·K[:, train]·(Rπ + γPπV − V)[train] (Euler for eq. 16). [num_steps + 1, n].
 
     For a linear model V = Φw with K = ΦΦᵀ these are exactly the semi-gradient steps
     w ← w + h Φ[train]ᵀ(Rπ + γPπΦw − Φw)[train], mapped to values.
@@ -1080,7 +1080,7 @@ def kernel_td_euler_trajectory(
 def kernel_mc_euler_trajectory(
     K: Any, v_pi: Any, train_mask: Any, v0: Any, step_size: Any, num_steps: int
 ) -> jax.Array:
-    """Kernel MC steps V ← V + h·K[:, train](Vπ − V)[train]. [num_steps + 1, n]."""
+    """Kernel MC steps V ← V + h·K[:, train]·(Vπ − V)[train]. [num_steps + 1, n]."""
     fn = "kernel_mc_euler_trajectory"
     dtype = _float_dtype(K, v_pi, v0)
     v_pi = jnp.asarray(v_pi)
