@@ -408,7 +408,10 @@ def _run_chunks(agent, family, config, keys, batched, manager, run_chunk, state,
             buf = io.BytesIO()
             np.savez(buf, **{f"leaf_{n:03d}": np.asarray(l) for n, l in enumerate(leaves)})
             atomic_write_bytes(metrics_dir / f"{lo:010d}.npz", buf.getvalue())
-            per_seed = [jax.tree.map(lambda x: x[s], metrics) for s in range(keys.shape[0])] if batched else [metrics]
+            if batched:
+                per_seed = [jax.tree.map(lambda x, s=s: x[s], metrics) for s in range(keys.shape[0])]
+            else:
+                per_seed = [metrics]
             for s, m in enumerate(per_seed):
                 rows.append({"iteration": lo + length, "seed": s, **family.summarise(m)})
             save_csv(csv_path, rows)

@@ -55,7 +55,7 @@ def steps(step: Callable[[Any, Any], Tuple[Any, Any]], carry: Any, xs: Sequence[
     n = jax.tree.leaves(xs)[0].shape[0]
     outs = []
     for t in range(n):
-        carry, out = step(carry, jax.tree.map(lambda x: x[t], xs))
+        carry, out = step(carry, jax.tree.map(lambda x, t=t: x[t], xs))
         carry, out = jax.lax.optimization_barrier((carry, out))
         outs.append(out)
     return carry, jax.tree.map(lambda *ys: jnp.stack(ys), *outs)
