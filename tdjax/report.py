@@ -90,7 +90,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int = FILE_MO
 def save_npz(path: str | os.PathLike, **arrays: Any) -> Path:
     """Saves arrays (anything np.asarray accepts) to a compressed .npz, atomically."""
     buf = io.BytesIO()
-    np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})  # type: ignore[arg-type]
     return atomic_write_bytes(path, buf.getvalue())
 
 

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from typing import Any, Callable, Literal, NamedTuple, Optional
+from typing import Any, Callable, Literal, NamedTuple, Optional, cast
 
 import jax
 import jax.numpy as jnp
@@ -181,12 +181,12 @@ def _check_kernel(K: Any, n: int, fn: str, dtype: Any, symmetric: bool) -> jax.A
     return K
 
 
-def _resolve_method(method: str, n: int, fn: str) -> str:
+def _resolve_method(method: str, n: int, fn: str) -> Method:
     if method not in ("auto", "eig", "krylov", "expm"):
         raise ValueError(f"{fn}: `method` must be 'auto', 'eig', 'krylov' or 'expm', got {method!r}.")
     if method == "auto":
         return "eig" if n <= _AUTO_EIG_MAX_N else "krylov"
-    return method
+    return cast(Method, method)
 
 
 def _phi1(t: jax.Array, theta: jax.Array) -> jax.Array:

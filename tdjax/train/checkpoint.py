@@ -350,7 +350,7 @@ def train_with_checkpoints(
             template = jax.eval_shape(init, keys)
             where = root / str(latest) if latest is not None else legacy
             # restore straight into the placement a fresh init would have (e.g. sharded over a mesh)
-            shardings = init.lower(keys).compile().output_shardings
+            shardings = init.lower(keys).compile().output_shardings  # type: ignore[attr-defined]
             state, meta = load_checkpoint(where, template, shardings)
             _check_identity(meta, identity, where)
             start, last_good = int(meta["iteration"]), where

@@ -43,7 +43,7 @@ def branch(static: Optional[bool], pred: Any, true_fn: Callable, false_fn: Calla
     return (true_fn if static else false_fn)(*operands)
 
 
-def steps(step: Callable[[Any, Any], Tuple[Any, Any]], carry: Any, xs: Sequence[Any], unroll: bool) -> Tuple[Any, Any]:
+def steps(step: Callable[[Any, Any], Tuple[Any, Any]], carry: Any, xs: Any, unroll: bool) -> Tuple[Any, Any]:
     """`lax.scan(step, carry, xs)`; with `unroll`, the same steps as straight-line code.
 
     The optimization barrier after each unrolled step keeps XLA from interleaving the steps' buffers
