@@ -34,7 +34,8 @@ with transient flows (e.g. `mountain_car_mdp` under a good policy) are typically
 Precision. Everything runs in the dtype of the inputs (float32 unless x64 is on). Use float64
 (`with jax.enable_x64(True): ...`) for γ near 1 (errors grow like 1/(1 − γ)), long horizons (the slow
 components decay like e^{−t(1−γ)} and must stay resolved), and eigenvector matrices with condition
-above ~1e3. Value checks (row sums, γ ∈ [0, 1), ts ≥ 0, symmetric K) run on concrete inputs; under
+above ~1e3. Value checks (row sums, γ ∈ [0, 1), ts ≥ 0; a symmetric K in the closed-form kernel MC flow,
+while kernel TD and the Euler steps accept any square K) run on concrete inputs; under
 `jax.jit` only shapes are checked, at trace time.
 """
 
