@@ -101,8 +101,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/ is
 
 import cleanrl_style_ppo_envpool as baseline  # noqa: E402
 
-from tdjax.train import actor_critic as ac  # noqa: E402
 from tdjax.report import atomic_write_bytes  # noqa: E402
+from tdjax.train import actor_critic as ac  # noqa: E402
 from tdjax.train import make_train, run_host_driven  # noqa: E402
 
 GAMES = ("pong", "bigfish")

@@ -573,7 +573,7 @@ def bench_update(a) -> Dict[str, Any]:
         check_candidate_torso()
         with candidate_torso():
             res[CANDIDATE] = update_costs(a, CANDIDATE)
-    say(f"\n### D. One Nature-CNN DQN update (tdjax's learner_update, batch 32, Adam, 84×84×4 frames): median ms\n")
+    say("\n### D. One Nature-CNN DQN update (tdjax's learner_update, batch 32, Adam, 84×84×4 frames): median ms\n")
     rows = []
     base = res["nature_cnn"]["direct"]
     for net, r in res.items():

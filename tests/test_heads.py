@@ -1,9 +1,9 @@
 """Torsos and value heads: shapes, parameter counts, and agreement with tdjax.networks / tdjax.expected_q."""
 
-import numpy as np
-import jax
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import tdjax

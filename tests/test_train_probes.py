@@ -1,9 +1,9 @@
 """Probes taken inside the jitted loop equal the library functions called outside on the same data."""
 
-import numpy as np
 import jax
 import jax.extend
 import jax.numpy as jnp
+import numpy as np
 
 import tdjax
 from tdjax._src.losses import q_learning_loss

@@ -3,9 +3,9 @@ target refresh, vmap over seeds, and DQN learning CartPole."""
 
 import dataclasses
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 

@@ -30,8 +30,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from tdjax._src.validation import check_scalar, leading_dim
 from tdjax._src.layerwise import layerwise_gram, layerwise_per_example_grads
+from tdjax._src.validation import check_scalar, leading_dim
 
 __all__ = [
     "InterferenceDerivativeTerms",

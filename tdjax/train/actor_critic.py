@@ -69,7 +69,6 @@ functions of an `ActorCriticSpec` in `tdjax.train.actor_critic_update`; what eve
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 

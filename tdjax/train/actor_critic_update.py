@@ -25,8 +25,7 @@ import optax
 from tdjax._src.returns import generalized_advantage_estimation
 from tdjax._src.update_matrix import policy_update_matrix, srank, update_matrix, update_rank
 from tdjax.train import actor_critic as ac  # types and spec (that module imports this one for its agent)
-from tdjax.train import core
-from tdjax.train import host_loop
+from tdjax.train import core, host_loop
 from tdjax.train.replay import Transition
 
 __all__ = [
