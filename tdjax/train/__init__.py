@@ -14,13 +14,13 @@
   * `replay`, `probes`: the circular buffer and the in-loop representation probes.
 """
 
+from tdjax.train import actor_critic as actor_critic
 from tdjax.train import core as core
 from tdjax.train import host_loop as host_loop
 from tdjax.train import mesh as mesh
 from tdjax.train import probes as probes
 from tdjax.train import replay as replay
 from tdjax.train import value_based as value_based
-from tdjax.train import actor_critic as actor_critic
 from tdjax.train.actor_critic import ActorCriticAgent as ActorCriticAgent
 from tdjax.train.actor_critic import ActorCriticConfig as ActorCriticConfig
 from tdjax.train.actor_critic import ActorCriticMetrics as ActorCriticMetrics

@@ -80,7 +80,7 @@ class ReplayState(NamedTuple):
     #                                next_obs follows).
     next_depth: jax.Array  # [E] uint8. `depth` of the slot written next, if its obs continues the stream.
     pos: jax.Array  # shape=(), int32. Next time slot to write.
-    count: jax.Array  # shape=(), int32. Time slots written so far (saturates at capacity).
+    count: jax.Array  # type: ignore[assignment]  # shape=(), int32. Time slots written so far (saturates at capacity).
 
 
 def init(example: Transition, capacity: int, num_envs: int, obs_dtype: Any = None, *,
@@ -166,7 +166,7 @@ def add(state: ReplayState, batch: Transition) -> ReplayState:
     capacity, num_envs = data.action.shape
     dtype = data.obs.dtype
     k = _frame_stack(state)
-    obs_shape = state.last_obs.shape[1:] if state.last_obs is not None else data.next_obs.shape[2:]
+    obs_shape = state.last_obs.shape[1:] if state.last_obs is not None else data.next_obs.shape[2:]  # type: ignore[union-attr]
     for name in ("obs", "next_obs"):
         got = tuple(getattr(batch, name).shape)
         if got != (num_envs,) + obs_shape:
@@ -249,7 +249,7 @@ def gather(state: ReplayState, t: jax.Array, e: jax.Array) -> Transition:
         capacity = d.action.shape[0]
         newest = t == (state.pos - 1) % capacity
         newest = newest.reshape(newest.shape + (1,) * (obs.ndim - t.ndim))
-        next_obs = jnp.where(newest, state.last_obs[e], _obs_at(state, (t + 1) % capacity, e))
+        next_obs = jnp.where(newest, state.last_obs[e], _obs_at(state, (t + 1) % capacity, e))  # type: ignore[index]
     return Transition(
         obs=obs.astype(jnp.float32), action=d.action[t, e], reward=d.reward[t, e], discount=d.discount[t, e],
         next_obs=next_obs.astype(jnp.float32), done=d.done[t, e], valid=d.valid[t, e] & _exact(state, t, e),
