@@ -1,10 +1,13 @@
 # Two commands do all the set-up on a fresh machine:
-#   make reproduce   CPU-scale reproduction of the papers' figures + benchmarks (writes outputs/)
-#   make test        the test suite (what CI runs)
+#   make reproduce   the papers' figures at CPU scale (writes outputs/); `make bench` runs the benchmarks
+#   make test        lint, type check and the test suite (what CI runs)
+# Also: make docs (the documentation site, strict), make lint, make test-latest (newest releases).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+LATEST_VENV ?= .venv-latest
+LATEST_PY := $(LATEST_VENV)/bin/python
 OUT ?= outputs
 PYTEST_ARGS ?=
 export MALLOC_MMAP_THRESHOLD_ ?= 4000000000
@@ -13,12 +16,12 @@ export MALLOC_TRIM_THRESHOLD_ ?= 4000000000
 # mapped between calls (measured: 3.4× less CPU time for CNN per-example gradients at k = 128).
 export MALLOC_ARENA_MAX ?= 1
 
-.PHONY: test test-paper reproduce reproduce-cpu reproduce-paper bench system-deps clean
+.PHONY: test test-paper test-latest lint docs reproduce reproduce-cpu reproduce-paper bench system-deps clean
 
 $(VENV)/.stamp-core: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,experiments,envs]'
+	$(PY) -m pip install -q -e '.[dev,experiments,envs,docs]'
 	@touch $@
 
 $(VENV)/.stamp-bench: $(VENV)/.stamp-core
@@ -35,15 +38,34 @@ system-deps:
 	else echo "NOTE: libqt5gui5 is missing; ProcGen environments need it. Fix: sudo apt-get install libqt5gui5"; fi
 
 # Two pytest workers on 2 cores: one BLAS thread each (flax's orthogonal init stalls on an oversubscribed OpenBLAS).
-test: $(VENV)/.stamp-core system-deps
+# ruff (pyflakes, pycodestyle, bugbear, isort; settings in pyproject.toml) on the whole tree, and mypy on tdjax/.
+lint: $(VENV)/.stamp-core
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+# The documentation site in site/ (strict: a broken link, cross-reference or page missing from the nav fails).
+docs: $(VENV)/.stamp-core
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
+test: lint system-deps
 	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -q -n 2 -m "not paper_scale" $(PYTEST_ARGS)
 
 test-paper: $(VENV)/.stamp-core system-deps
 	$(PY) -m pytest -q -m paper_scale $(PYTEST_ARGS)
 
-reproduce: $(VENV)/.stamp-bench system-deps
+# The test suite against the newest releases of every dependency, ceilings ignored, in a separate venv
+# (what a user installing tomorrow gets). Not part of `make test`.
+test-latest: system-deps
+	@test -x $(LATEST_PY) || $(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_PY) -m pip install -q --upgrade pip
+	$(LATEST_PY) -m pip install -q --upgrade $$($(LATEST_PY) .ci/latest_requirements.py dev experiments envs docs)
+	$(LATEST_PY) -m pip install -q --no-deps -e .
+	@$(LATEST_PY) -c "import jax, flax, optax; print('testing against jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__)"
+	OPENBLAS_NUM_THREADS=1 $(LATEST_PY) -m pytest -q -n 2 -m "not paper_scale" $(PYTEST_ARGS)
+
+# The figures only (about 20 min on 2 cores at smoke scale); the benchmarks are `make bench`.
+reproduce: $(VENV)/.stamp-core system-deps
 	$(PY) -m experiments.run_all --out $(OUT)
-	$(MAKE) bench
 
 # The full CPU scale of the training figures (Fig. 3, 8, 12 each under ~15 min on 2 cores; Fig. 4 ~50 min),
 # without the benchmarks.
@@ -54,8 +76,9 @@ reproduce-cpu: $(VENV)/.stamp-core system-deps
 reproduce-paper: $(VENV)/.stamp-core system-deps
 	$(PY) -m experiments.run_all --scale paper --out $(OUT)/paper
 
+# The benchmarks (more than half an hour on 2 cores; see benchmarks/RESULTS.md).
 bench: $(VENV)/.stamp-bench
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(OUT) .pytest_cache
+	rm -rf $(OUT) .pytest_cache site

@@ -101,8 +101,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/ is
 
 import cleanrl_style_ppo_envpool as baseline  # noqa: E402
 
-from tdjax.train import actor_critic as ac  # noqa: E402
 from tdjax.report import atomic_write_bytes  # noqa: E402
+from tdjax.train import actor_critic as ac  # noqa: E402
 from tdjax.train import make_train, run_host_driven  # noqa: E402
 
 GAMES = ("pong", "bigfish")
@@ -278,7 +278,8 @@ def summarise(g: Game, rows: List[Dict[str, Any]]) -> Dict[str, Any]:
     by = {r["row"]: r for r in rows}
     for r in rows:
         other = by.get(MATCH.get(r["row"]))
-        r["ratio"] = r["steps_per_s"] / other["steps_per_s"] if other and other["epochs"] == r["epochs"] else float("nan")
+        same = other and other["epochs"] == r["epochs"]
+        r["ratio"] = r["steps_per_s"] / other["steps_per_s"] if same else float("nan")
     full = [r for r in rows if r["epochs"] == g.num_epochs]
     t = [r for r in full if r["row"].startswith("tdjax")]
     c = [r for r in full if r["row"].startswith("CleanRL")]
@@ -333,7 +334,8 @@ def _isolated_row(a, argv: Optional[Sequence[str]], game: str, key: str) -> Dict
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="tiny sizes (2 envs × 16 or 8 steps, 2 minibatches × 2 epochs), < 1 minute on 2 idle cores")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny sizes (2 envs × 16 or 8 steps, 2 minibatches × 2 epochs), < 1 minute on 2 idle cores")
     p.add_argument("--skip-scan", action="store_true",
                    help="leave out the two scanned rows (minutes per iteration on XLA:CPU, jax-ml/jax#12868)")
     p.add_argument("--games", nargs="+", choices=GAMES, default=list(GAMES))
@@ -349,7 +351,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     p.add_argument("--isolate", action="store_true",
                    help="run every row in a fresh Python process (rows run one after another in one process "
                         "slow each other down: envpool instances and XLA state left by earlier rows)")
-    p.add_argument("--row-json", default=None, help=argparse.SUPPRESS)  # internal: --isolate's child writes its row here
+    # internal: --isolate's child writes its row here
+    p.add_argument("--row-json", default=None, help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=1)
     a = p.parse_args(argv)
     if a.iters is not None and a.iters < 2:
@@ -365,7 +368,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     print(f"## PPO env steps/s: tdjax vs CleanRL-style ({'quick' if a.quick else 'default'} mode)\n")
     print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({jax.devices()[0].device_kind}); "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
-          f"load average at start {os.getloadavg()[0]:.1f}; OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}")
+          f"load average at start {os.getloadavg()[0]:.1f}; "
+          f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}")
     if a.skip_scan:
         print("Scanned rows skipped (--skip-scan).")
     elif jax.devices()[0].platform == "cpu":

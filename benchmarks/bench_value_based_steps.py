@@ -21,7 +21,8 @@ fastest). Baselines of every table are measured in the same run. Tables (markdow
      a tdjax API) and the Nature CNN written as im2col matmuls (a candidate change, not in tdjax)
      show what the loop could reach.
   D. Cost of ONE Nature-CNN DQN update (batch 32, Adam) at top level, under `lax.cond`, computed
-     unconditionally and kept with `jnp.where`, and inside a `lax.scan` of 10 — the XLA:CPU effect that decides between C's loop structures — for tdjax's
+     unconditionally and kept with `jnp.where`, and inside a `lax.scan` of 10 — the XLA:CPU effect that decides
+     between C's loop structures — for tdjax's
      NatureTorso and the im2col candidate.
 
 Usage:
@@ -162,8 +163,8 @@ def baseline_variant(cfg: ValueConfig, seeds: int, network: str) -> Variant:
     def finish(out):  # raises unless the baseline really trained
         return {"facts": baseline.check_trained(bcfg, keys, *out)}
 
-    return Variant(jax.vmap(baseline.make_train(bcfg)), (keys,), seeds * (cfg.total_steps // cfg.num_envs) * cfg.num_envs,
-                   finish)
+    steps = seeds * (cfg.total_steps // cfg.num_envs) * cfg.num_envs
+    return Variant(jax.vmap(baseline.make_train(bcfg)), (keys,), steps, finish)
 
 
 def check_same_maths(cfg: ValueConfig) -> float:
@@ -572,7 +573,7 @@ def bench_update(a) -> Dict[str, Any]:
         check_candidate_torso()
         with candidate_torso():
             res[CANDIDATE] = update_costs(a, CANDIDATE)
-    say(f"\n### D. One Nature-CNN DQN update (tdjax's learner_update, batch 32, Adam, 84×84×4 frames): median ms\n")
+    say("\n### D. One Nature-CNN DQN update (tdjax's learner_update, batch 32, Adam, 84×84×4 frames): median ms\n")
     rows = []
     base = res["nature_cnn"]["direct"]
     for net, r in res.items():

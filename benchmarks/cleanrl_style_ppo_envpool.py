@@ -348,7 +348,8 @@ def build(args: Args, envs: Any):
         reward = jnp.asarray(reward, jnp.float32)
         # Episode statistics on unclipped rewards; an Atari episode ends at game over, not a lost life.
         raw = jnp.asarray(info["reward"], jnp.float32) if "reward" in info else reward
-        ended = (jnp.asarray(info["terminated"]).astype(bool) | trunc) if (atari and "terminated" in info) else next_done
+        has_terminated = atari and "terminated" in info
+        ended = (jnp.asarray(info["terminated"]).astype(bool) | trunc) if has_terminated else next_done
         st = carry.stats
         ret, length = st.ret + raw, st.length + 1
         stats = EpisodeStats(jnp.where(ended, 0.0, ret), jnp.where(ended, 0, length),
@@ -521,7 +522,8 @@ def measure(task: str = "Pong-v5", total_timesteps: int = 20_480, num_envs: Opti
     Returns at least `steps_per_s` (env steps of iterations 2..N over their wall time; the single
     iteration if N == 1) and `compile_s` (ahead-of-time compilation of rollout and update), plus
     `init_s` (jitted parameter/optimiser initialisation: orthogonal init runs LAPACK QR, which is very
-    slow under a loaded multi-threaded OpenBLAS; OPENBLAS_NUM_THREADS=1 avoids that), `loss` (last iteration's mean minibatch loss), `losses`, `param_change` (L2 norm of
+    slow under a loaded multi-threaded OpenBLAS; OPENBLAS_NUM_THREADS=1 avoids that), `loss` (last iteration's mean
+    minibatch loss), `losses`, `param_change` (L2 norm of
     the parameter change over the run), `first_iter_s`, `last_logs`, `args`.
     """
     kw = dict(overrides)

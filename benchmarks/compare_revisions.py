@@ -138,7 +138,8 @@ def main(argv=None) -> Dict[str, Dict[str, List[float]]]:
             try:
                 return compare(a, {"before": tree, "after": a.after.resolve()})
             finally:
-                subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=HERE.parent, capture_output=True)
+                subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=HERE.parent,
+                               capture_output=True)
     return compare(a, {"before": a.before.resolve(), "after": a.after.resolve()})
 
 
@@ -171,7 +172,8 @@ def compare(a: argparse.Namespace, trees: Dict[str, Path]) -> Dict[str, Dict[str
     for game in ("pong", "bigfish"):
         host, base = res.get(f"{game}-ppo-host"), res.get(f"{game}-ppo-cleanrl")
         if host and base:
-            print(f"{game} PPO ÷ CleanRL-style baseline (best runs): before {max(host['before']) / max(base['after']):.2f}, "
+            print(f"{game} PPO ÷ CleanRL-style baseline (best runs): "
+                  f"before {max(host['before']) / max(base['after']):.2f}, "
                   f"after {max(host['after']) / max(base['after']):.2f}")
     ratios = [max(r["after"]) / max(r["before"]) for r in res.values() if r["before"]]
     print(f"\nmedian of the per-row after ÷ before ratios: {statistics.median(ratios):.2f}")

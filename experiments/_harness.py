@@ -30,8 +30,8 @@ import ast
 import dataclasses
 import functools
 import sys
-import typing
 import time
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, NamedTuple, Optional, Sequence
 

@@ -194,7 +194,7 @@ def plot(cfg: Config, res: dict):
     names, mean, sem, x = list(res["target_names"]), res["mean_errors"], res["sem_errors"], res["train_fractions"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     cmap = plt.get_cmap("viridis")
-    for s, n in enumerate(cfg.n_steps):
+    for s in range(len(cfg.n_steps)):
         t = 3 + s
         color = cmap(s / max(1, len(cfg.n_steps) - 1))
         left.plot(x, mean[t], "o-", ms=3, color=color, label=names[t])

@@ -40,8 +40,8 @@ import numpy as np
 import optax
 
 import tdjax
-from tdjax.networks import MLP
 from experiments._harness import Experiment, progress_bar
+from tdjax.networks import MLP
 from tdjax.report import Claims
 
 NAME = "lyle22_fig2"

@@ -252,7 +252,7 @@ def run(cfg: Config, show_progress: bool = True) -> dict:
         # the mean return of the episodes ending in the last 10% of training
         out["final_return"][g] = family_of(agent_cfg).mean_return(m, max(1, m.return_sum.shape[-1] // 10))
         for s in range(S):
-            params, replay = jax.tree.map(lambda x: x[s], (state.learner.params, state.actor.replay))
+            params, replay = jax.tree.map(lambda x, s=s: x[s], (state.learner.params, state.actor.replay))
             order = buffer_order(replay)
             done = np.asarray(replay.data.done)[order]
             valid = np.asarray(replay.data.valid)[order]

@@ -276,8 +276,8 @@ def check_claims(cfg: Config, res: dict) -> Claims:
     )
     growth = res["growth_rate"]
     claims.check(
-        f"The divergence comes from an unstable eigenvalue of the continuous-time dynamics (Re θ < 0 for some "
-        f"eigenvalue θ of C = D(I − γPπ)KD)",
+        "The divergence comes from an unstable eigenvalue of the continuous-time dynamics (Re θ < 0 for some "
+        "eigenvalue θ of C = D(I − γPπ)KD)",
         growth[i_big, j_hi] * cfg.long_time > 1.0,  # such a mode would grow by e or more over the horizon
         f"largest growth rate max(−Re θ) is {_fmt(growth[i_big, j_hi])} at ℓ = {ells[i_big]:g}, γ = {g_hi} and "
         f"{_fmt(growth.max())} over all settings (round-off); the error grows instead through slow modes of a nearly "

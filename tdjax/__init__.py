@@ -99,6 +99,20 @@ from tdjax._src.mdp import gridworld_mdp as gridworld_mdp
 from tdjax._src.mdp import mountain_car_mdp as mountain_car_mdp
 from tdjax._src.mdp import mountain_car_energy_policy as mountain_car_energy_policy
 
+# metrics
+from tdjax._src.metrics import OffsetProfile as OffsetProfile
+from tdjax._src.metrics import SingularValueSpread as SingularValueSpread
+from tdjax._src.metrics import loss_change_by_offset as loss_change_by_offset
+from tdjax._src.metrics import interference_by_offset as interference_by_offset
+from tdjax._src.metrics import stiffness_by_offset as stiffness_by_offset
+from tdjax._src.metrics import singular_value_spread as singular_value_spread
+
+# robustness
+from tdjax._src.robustness import PerturbationRobustness as PerturbationRobustness
+from tdjax._src.robustness import InterpolationConsistency as InterpolationConsistency
+from tdjax._src.robustness import perturbation_robustness as perturbation_robustness
+from tdjax._src.robustness import interpolation_consistency as interpolation_consistency
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -178,4 +192,14 @@ __all__ = [
     "gridworld_mdp",
     "mountain_car_mdp",
     "mountain_car_energy_policy",
+    "OffsetProfile",
+    "SingularValueSpread",
+    "loss_change_by_offset",
+    "interference_by_offset",
+    "stiffness_by_offset",
+    "singular_value_spread",
+    "PerturbationRobustness",
+    "InterpolationConsistency",
+    "perturbation_robustness",
+    "interpolation_consistency",
 ]

@@ -90,11 +90,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int = FILE_MO
 def save_npz(path: str | os.PathLike, **arrays: Any) -> Path:
     """Saves arrays (anything np.asarray accepts) to a compressed .npz, atomically."""
     buf = io.BytesIO()
-    np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})  # type: ignore[arg-type]
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def save_csv(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]], fieldnames: Sequence[str] | None = None) -> Path:
+def save_csv(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]],
+             fieldnames: Sequence[str] | None = None) -> Path:
     """Saves a list of dict rows as CSV (readable by pandas.read_csv), atomically."""
     rows = list(rows)
     if fieldnames is None:
@@ -169,5 +170,6 @@ class Claims:
 
     def save(self, out_dir: str | os.PathLike) -> None:
         out_dir = Path(out_dir)
-        save_json(out_dir / "claims.json", {"experiment": self.experiment, "settings": self.settings, "claims": self.items})
+        save_json(out_dir / "claims.json",
+                  {"experiment": self.experiment, "settings": self.settings, "claims": self.items})
         atomic_write_bytes(out_dir / "claims.md", self.markdown().encode())

@@ -11,8 +11,8 @@ import numpy as np  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
 from tdjax.train import ValueConfig, make_agent, make_train  # noqa: E402
-from tdjax.train.value_based import LearnerState  # noqa: E402
 from tdjax.train.replay import Transition  # noqa: E402
+from tdjax.train.value_based import LearnerState  # noqa: E402
 
 assert jax.device_count() == 4, jax.devices()
 

@@ -1,7 +1,8 @@
 """benchmarks/bench_actor_critic_steps.py (tdjax's PPO vs the CleanRL-style baseline) still runs: its
 `--quick` path on tiny settings prints a table with the four rows per game and finite numbers. No
 timing assertions. Each game compiles four PPO programs with CNN gradients, which dominates the cost
-(Pong ≈ 30-40 s on 2 idle cores; the IMPALA programs of Bigfish take longer, so that test runs only with `make test-paper`).
+(Pong ≈ 30-40 s on 2 idle cores; the IMPALA programs of Bigfish take longer, so that test runs only with
+`make test-paper`).
 """
 
 import importlib

@@ -3,9 +3,9 @@
 import dataclasses
 import types
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from tdjax import envs

@@ -1,9 +1,9 @@
 """tdjax.envs.make_vec: gymnax and envpool (XLA custom call and host callback) against envpool's own API,
 and the value-based loop driving envpool Atari."""
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from tdjax import envs

@@ -1,6 +1,5 @@
 """Lyle et al. 2022 Fig. 3 experiment: a tiny run (one dense, one sparse MinAtar game), checked on what it writes."""
 
-import dataclasses
 import json
 
 import numpy as np

@@ -31,6 +31,7 @@ def test_fig4_writes_figure_data_and_claims(fig4_out):
 def test_fig4_probes_match_the_loop_run_outside_the_experiment(fig4_out):
     # the experiment's curves are the loop's own probe fields, in CURVES order (independent re-run)
     import jax
+
     from tdjax.train import make_train
 
     out, _ = fig4_out

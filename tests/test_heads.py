@@ -1,9 +1,9 @@
 """Torsos and value heads: shapes, parameter counts, and agreement with tdjax.networks / tdjax.expected_q."""
 
-import numpy as np
-import jax
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import tdjax
@@ -95,7 +95,8 @@ def test_impala_torso_parameter_count():
 
 def test_nature_and_mlp_torsos_with_q_head_equal_the_existing_networks():
     """ValueNetwork(NatureTorso, QHead) computes exactly tdjax.networks.NatureCNN (and MLP likewise)."""
-    for torso, ref, obs_shape in [(NatureTorso(), NatureCNN(4), (84, 84, 4)), (MLPTorso((32, 16)), MLP((32, 16), 4), (6,))]:
+    cases = [(NatureTorso(), NatureCNN(4), (84, 84, 4)), (MLPTorso((32, 16)), MLP((32, 16), 4), (6,))]
+    for torso, ref, obs_shape in cases:
         net = ValueNetwork(torso, QHead(4))
         p_ref = jax.jit(ref.init)(jax.random.key(0), jnp.zeros(obs_shape))["params"]
         names = sorted(p_ref)  # Conv_0.. then Dense_0..; the last Dense is the output layer

@@ -8,18 +8,19 @@ and with method="vmap".
 
 import flax.linen as nn
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 from flax import nnx
-import jax.extend
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
 import tdjax
 from tdjax._src import layerwise
 from tdjax.networks import MLP
+
 
 def _assert_tree_close(actual, desired, rtol=2e-5):
     assert jax.tree.structure(actual) == jax.tree.structure(desired)

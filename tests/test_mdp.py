@@ -71,6 +71,7 @@ def test_gridworld_by_hand():
     np.testing.assert_array_equal(mdp.P[0, right], [0, 1, 0])
     np.testing.assert_array_equal(mdp.P[0, left], [1, 0, 0])
     np.testing.assert_array_equal(mdp.P[0, up], [1, 0, 0])
+    np.testing.assert_array_equal(mdp.P[0, down], [1, 0, 0])  # one row: down bumps into the wall too
     np.testing.assert_array_equal(mdp.P[1, right], [0, 0, 1])
     np.testing.assert_array_equal(mdp.P[2, left], [0, 0, 1])  # absorbing goal
     np.testing.assert_allclose(mdp.R[1], [-0.1, 0.9, -0.1, -0.1])

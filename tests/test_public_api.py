@@ -4,9 +4,10 @@ import importlib
 
 import tdjax
 
-MODULES = ["outputs", "losses", "gradients", "layerwise", "update_matrix", "dynamics", "mdp", "returns"]
+MODULES = ["outputs", "losses", "gradients", "layerwise", "update_matrix", "dynamics", "mdp", "returns", "metrics",
+           "robustness"]
 
-# Names used by checks outside this repository (issues 2 and 3).
+# Names used by checks outside this repository (issues 2, 3, 11 and 12).
 REQUIRED = """
 td_loss q_learning_loss double_q_learning_loss td_lambda_loss monte_carlo_loss categorical_q_learning_loss
 quantile_q_learning_loss reinforce_loss ppo_clip_loss value_distillation_loss qa_regression_loss
@@ -16,6 +17,8 @@ interference_derivative_terms td_sign_variance
 update_matrix update_rank srank effective_rank dormant_fraction policy_update_matrix linearized_update_matrix
 td_value_trajectory mc_value_trajectory kernel_td_trajectory kernel_mc_trajectory policy_evaluation circle_mdp
 generalized_advantage_estimation lambda_returns
+perturbation_robustness interpolation_consistency
+loss_change_by_offset stiffness_by_offset singular_value_spread
 """.split()
 
 

@@ -25,7 +25,6 @@ import pytest
 from tdjax.train import replay
 from tdjax.train.replay import Transition
 
-
 # ----------------------------------------------------------------------------------------------------
 # Reference: the buffer of whole transitions (tdjax/train/replay.py before frames were stored once).
 

@@ -2,6 +2,7 @@
 and a naive loop, DAAC's separation of actor and critic, ProcGen train/test levels, data-parallel
 runs, checkpoints, NaN handling and a tiny ProcGen run with the IMPALA CNN."""
 
+import dataclasses
 import functools
 import os
 import subprocess
@@ -88,7 +89,7 @@ def test_bad_config_names_the_field(changes, field):
 
 def test_config_is_frozen_and_paper_configs_validate():
     cfg = ActorCriticConfig()
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.lr = 1.0  # type: ignore[misc]
     assert cfg.replace(lr=1.0).lr == 1.0 and cfg.lr == 5e-4
     ppo = ac.ppo_procgen_paper_config("bigfish")

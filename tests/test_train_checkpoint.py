@@ -11,8 +11,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import jax
+import numpy as np
 import pytest
 
 from tdjax.train import ValueConfig, load_checkpoint, make_agent, make_train, save_checkpoint, train_with_checkpoints

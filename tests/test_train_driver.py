@@ -4,8 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from tdjax.train import ActorCriticConfig, ValueConfig, run_host_driven
-from tdjax.train import actor_critic, value_based
+from tdjax.train import ActorCriticConfig, ValueConfig, actor_critic, run_host_driven, value_based
 
 
 def _close(a, b):

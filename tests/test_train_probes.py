@@ -1,9 +1,9 @@
 """Probes taken inside the jitted loop equal the library functions called outside on the same data."""
 
-import numpy as np
 import jax
 import jax.extend
 import jax.numpy as jnp
+import numpy as np
 
 import tdjax
 from tdjax._src.losses import q_learning_loss
@@ -47,7 +47,8 @@ def test_probes_in_loop_equal_library_outside():
     k_batch, k_fresh = jax.random.split(jax.random.split(jax.random.fold_in(actor.key, w), 4)[3])
     rep, e = actor.replay, CFG.num_envs
     cap = rep.data.action.shape[0]
-    scores = np.where(np.arange(cap * e) < int(rep.count) * e, np.asarray(jax.random.uniform(k_batch, (cap * e,))), -1.0)
+    uniform = np.asarray(jax.random.uniform(k_batch, (cap * e,)))
+    scores = np.where(np.arange(cap * e) < int(rep.count) * e, uniform, -1.0)
     idx = np.argsort(-scores, kind="stable")[: CFG.probe_k]
     batch = jax.tree.map(lambda buf: jnp.asarray(np.asarray(buf)[idx // e, idx % e]), rep.data)
     batch = batch._replace(obs=batch.obs.astype(jnp.float32), next_obs=batch.next_obs.astype(jnp.float32))
@@ -86,7 +87,8 @@ def test_probes_in_loop_equal_library_outside():
     seg = jax.tree.map(lambda buf: np.asarray(buf)[t], rep.data)
     q = np.asarray(apply(learner.params, jnp.asarray(seg.obs, jnp.float32)))
     q_next = np.asarray(apply(learner.target_params, jnp.asarray(seg.next_obs, jnp.float32)))
-    td = seg.reward + CFG.gamma * seg.discount * q_next.max(-1) - np.take_along_axis(q, seg.action[..., None], -1)[..., 0]
+    q_taken = np.take_along_axis(q, seg.action[..., None], -1)[..., 0]
+    td = seg.reward + CFG.gamma * seg.discount * q_next.max(-1) - q_taken
     want = _naive_sign_variance(td, seg.done, CFG.probe_sign_window)
     np.testing.assert_allclose(p.td_sign_variance[0], want, rtol=1e-5)
 

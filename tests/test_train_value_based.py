@@ -1,9 +1,11 @@
 """The value-based loop: config errors, replay, one update per algorithm against the library losses,
 target refresh, vmap over seeds, and DQN learning CartPole."""
 
-import numpy as np
+import dataclasses
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 
@@ -69,7 +71,7 @@ def test_unknown_env_lists_valid_names():
 
 def test_config_is_frozen():
     cfg = ValueConfig()
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.lr = 1.0  # type: ignore[misc]
     assert cfg.replace(lr=1.0).lr == 1.0 and cfg.lr == 1e-3
 

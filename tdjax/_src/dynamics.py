@@ -34,7 +34,8 @@ with transient flows (e.g. `mountain_car_mdp` under a good policy) are typically
 Precision. Everything runs in the dtype of the inputs (float32 unless x64 is on). Use float64
 (`with jax.enable_x64(True): ...`) for γ near 1 (errors grow like 1/(1 − γ)), long horizons (the slow
 components decay like e^{−t(1−γ)} and must stay resolved), and eigenvector matrices with condition
-above ~1e3. Value checks (row sums, γ ∈ [0, 1), ts ≥ 0, symmetric K) run on concrete inputs; under
+above ~1e3. Value checks (row sums, γ ∈ [0, 1), ts ≥ 0; a symmetric K in the closed-form kernel MC flow,
+while kernel TD and the Euler steps accept any square K) run on concrete inputs; under
 `jax.jit` only shapes are checked, at trace time.
 """
 
@@ -42,7 +43,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from typing import Any, Callable, Literal, NamedTuple, Optional
+from typing import Any, Callable, Literal, NamedTuple, Optional, cast
 
 import jax
 import jax.numpy as jnp
@@ -181,12 +182,12 @@ def _check_kernel(K: Any, n: int, fn: str, dtype: Any, symmetric: bool) -> jax.A
     return K
 
 
-def _resolve_method(method: str, n: int, fn: str) -> str:
+def _resolve_method(method: str, n: int, fn: str) -> Method:
     if method not in ("auto", "eig", "krylov", "expm"):
         raise ValueError(f"{fn}: `method` must be 'auto', 'eig', 'krylov' or 'expm', got {method!r}.")
     if method == "auto":
         return "eig" if n <= _AUTO_EIG_MAX_N else "krylov"
-    return method
+    return cast(Method, method)
 
 
 def _phi1(t: jax.Array, theta: jax.Array) -> jax.Array:
@@ -849,7 +850,7 @@ def kernel_mc_trajectory(
     krylov_dim: int = 48,
     max_restarts: int = 500,
 ) -> jax.Array:
-    """Kernel Monte Carlo trajectory with a train/test split: ∂ₜVₜ = K[:, train](Vπ − Vₜ)[train], [T, n].
+    """Kernel Monte Carlo trajectory with a train/test split: ∂ₜVₜ = K[:, train]·(Vπ − Vₜ)[train], [T, n].
 
     See `kernel_mc_dynamics` and `td_value_trajectory` for the options.
     """
@@ -1066,7 +1067,7 @@ def mc_euler_trajectory(v_pi: Any, v0: Any, step_size: Any, num_steps: int) -> j
 def kernel_td_euler_trajectory(
     K: Any, P: Any, r: Any, gamma: Any, train_mask: Any, v0: Any, step_size: Any, num_steps: int
 ) -> jax.Array:
-    """Kernel TD steps V ← V + h·K[:, train](Rπ + γPπV − V)[train] (Euler for eq. 16). [num_steps + 1, n].
+    """Kernel TD steps V ← V + h·K[:, train]·(Rπ + γPπV − V)[train] (Euler for eq. 16). [num_steps + 1, n].
 
     For a linear model V = Φw with K = ΦΦᵀ these are exactly the semi-gradient steps
     w ← w + h Φ[train]ᵀ(Rπ + γPπΦw − Φw)[train], mapped to values.
@@ -1080,7 +1081,7 @@ def kernel_td_euler_trajectory(
 def kernel_mc_euler_trajectory(
     K: Any, v_pi: Any, train_mask: Any, v0: Any, step_size: Any, num_steps: int
 ) -> jax.Array:
-    """Kernel MC steps V ← V + h·K[:, train](Vπ − V)[train]. [num_steps + 1, n]."""
+    """Kernel MC steps V ← V + h·K[:, train]·(Vπ − V)[train]. [num_steps + 1, n]."""
     fn = "kernel_mc_euler_trajectory"
     dtype = _float_dtype(K, v_pi, v0)
     v_pi = jnp.asarray(v_pi)

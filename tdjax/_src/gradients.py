@@ -30,8 +30,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from tdjax._src.validation import check_scalar, leading_dim
 from tdjax._src.layerwise import layerwise_gram, layerwise_per_example_grads
+from tdjax._src.validation import check_scalar, leading_dim
 
 __all__ = [
     "InterferenceDerivativeTerms",
@@ -90,7 +90,7 @@ def _check_scalar_fn(fn: Callable, args: tuple, fn_name: str, fn_arg: str) -> No
 def _check_pair(a: PyTree, b: PyTree, name_a: str, name_b: str) -> None:
     """Two batches fed to the same function: same structure, same per-example shapes."""
     sa, sb = jax.tree.structure(a), jax.tree.structure(b)
-    if sa != sb:
+    if sa != sb:  # type: ignore[operator]
         raise ValueError(f"`{name_a}` and `{name_b}` have different pytree structures:\n{sa}\nvs\n{sb}")
     for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b)):
         if jnp.shape(x)[1:] != jnp.shape(y)[1:]:

@@ -137,7 +137,7 @@ class _Interpreter:
     def __init__(self, plan: Optional[_Plan] = None, taps=None):
         self.plan = _Plan([], {}) if plan is None else plan
         self.taps = taps
-        self.activations = []
+        self.activations: list[Any] = []
         self.n_layers = 0
 
     # -- analysis ----------------------------------------------------------------------------------

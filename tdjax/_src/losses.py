@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Optional
+from typing import Optional, TypeAlias
 
 import chex
 import jax
@@ -26,8 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 import rlax
 
-Array = chex.Array
-Numeric = chex.Numeric
+Array: TypeAlias = chex.Array
+Numeric: TypeAlias = chex.Numeric
 
 __all__ = [
     "td_loss",

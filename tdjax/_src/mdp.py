@@ -199,9 +199,8 @@ def value_iteration(
     g = _check_gamma(gamma, fn, dtype)
     eps = jnp.finfo(dtype).eps
     scale = jnp.maximum(1.0, jnp.max(jnp.abs(R)) / (1.0 - g))
-    if tol is None:
-        tol = (1e-10 if dtype == jnp.float64 else 1e-5) * scale
-    threshold = jnp.where(g > 0, tol * (1.0 - g) / jnp.maximum(g, eps), jnp.inf)
+    tol_ = (1e-10 if dtype == jnp.float64 else 1e-5) * scale if tol is None else tol
+    threshold = jnp.where(g > 0, tol_ * (1.0 - g) / jnp.maximum(g, eps), jnp.inf)
 
     def backup(v):
         return R + g * jnp.einsum("xay,y->xa", P, v)
@@ -450,7 +449,7 @@ def mountain_car_mdp(n_position: int = 30, n_velocity: int = 30, *, action_repea
         j, wv = _interp_weights(v, vs)
         for di, wi in ((0, 1.0 - wx), (1, wx)):
             for dj, wj in ((0, 1.0 - wv), (1, wv)):
-                np.add.at(P, (rows, a, (i + di) * n_velocity + (j + dj)), wi * wj)
+                np.add.at(P, (rows, a, (i + di) * n_velocity + (j + dj)), wi * wj)  # type: ignore[arg-type]
         P[terminal, a, :] = 0.0
         P[terminal, a, rows[terminal]] = 1.0
     R = np.where(terminal[:, None], 0.0, -1.0) * np.ones((1, 3))

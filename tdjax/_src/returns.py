@@ -13,13 +13,15 @@ names it.
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-Array = chex.Array
-Numeric = chex.Numeric
+Array: TypeAlias = chex.Array
+Numeric: TypeAlias = chex.Numeric
 
 __all__ = ["generalized_advantage_estimation", "lambda_returns"]
 

@@ -82,7 +82,7 @@ def _check_opt_state(optimizer: optax.GradientTransformation, params: Any, opt_s
     """
     expected = jax.eval_shape(optimizer.init, params)
     s_exp, s_got = jax.tree_util.tree_structure(expected), jax.tree_util.tree_structure(opt_state)
-    if s_exp != s_got:
+    if s_exp != s_got:  # type: ignore[operator]
         raise ValueError(
             f"{fn_name}: `opt_state` does not belong to `params` and `optimizer`: its pytree structure "
             f"differs from `optimizer.init(params)`.\nexpected: {s_exp}\ngot:      {s_got}\n"
@@ -592,7 +592,7 @@ def dormant_fraction(activations: Any, tau: float = 0.0) -> chex.Array:
         per_unit = jnp.mean(a.reshape(-1, a.shape[-1]), axis=0)  # [H]
         layer = jnp.mean(per_unit)
         score = jnp.where(layer > 0, per_unit / jnp.where(layer > 0, layer, 1.0), 0.0)
-        dormant = dormant + jnp.sum(score <= tau)
+        dormant = dormant + jnp.sum(score <= tau)  # type: ignore[assignment]
         units += a.shape[-1]
     frac = dormant / units
     return jnp.where(jnp.all(jnp.stack(finite)), frac, jnp.nan) if finite else frac

@@ -42,7 +42,7 @@ def check_scalar(value: Any, fn_name: str, what: str = "loss_fn") -> None:
 def check_same_structure(a: Any, b: Any, name_a: str, name_b: str) -> None:
     """Raises if two pytrees differ in structure or leaf shapes."""
     sa, sb = jax.tree_util.tree_structure(a), jax.tree_util.tree_structure(b)
-    if sa != sb:
+    if sa != sb:  # type: ignore[operator]
         raise ValueError(f"`{name_a}` and `{name_b}` have different pytree structures:\n{sa}\nvs\n{sb}")
     for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(a)[0], jax.tree_util.tree_leaves(b)):
         if jnp.shape(x) != jnp.shape(y):

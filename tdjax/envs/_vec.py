@@ -37,8 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tdjax.envs import _envpool
-from tdjax.envs import _gymnax
+from tdjax.envs import _envpool, _gymnax
 from tdjax.envs._gymnax import EnvStep
 
 __all__ = ["VecEnv", "make_vec", "vec_spec", "check_env_name", "is_envpool_name",

@@ -18,16 +18,16 @@
   * `replay`, `probes`: the circular buffer and the in-loop representation probes.
 """
 
+from tdjax.train import actor_critic as actor_critic
 from tdjax.train import core as core
 from tdjax.train import host_loop as host_loop
 from tdjax.train import mesh as mesh
-from tdjax.train import probes as probes
-from tdjax.train import replay as replay
-from tdjax.train import value_based as value_based
-from tdjax.train import actor_critic as actor_critic
 from tdjax.train import offline as offline
 from tdjax.train import offline_data as offline_data
+from tdjax.train import probes as probes
+from tdjax.train import replay as replay
 from tdjax.train import teacher as teacher
+from tdjax.train import value_based as value_based
 from tdjax.train.actor_critic import ActorCriticAgent as ActorCriticAgent
 from tdjax.train.actor_critic import ActorCriticConfig as ActorCriticConfig
 from tdjax.train.actor_critic import ActorCriticMetrics as ActorCriticMetrics
@@ -51,12 +51,12 @@ from tdjax.train.offline_data import collect_dataset as collect_dataset
 from tdjax.train.offline_data import dataset_from_replay as dataset_from_replay
 from tdjax.train.offline_data import load_dataset as load_dataset
 from tdjax.train.offline_data import save_dataset as save_dataset
+from tdjax.train.seeds import make_seed_runner as make_seed_runner
+from tdjax.train.seeds import train_seeds as train_seeds
 from tdjax.train.teacher import Teacher as Teacher
 from tdjax.train.teacher import load_teacher as load_teacher
 from tdjax.train.teacher import save_teacher as save_teacher
 from tdjax.train.teacher import teacher_from_params as teacher_from_params
-from tdjax.train.seeds import make_seed_runner as make_seed_runner
-from tdjax.train.seeds import train_seeds as train_seeds
 from tdjax.train.value_based import ALGOS as ALGOS
 from tdjax.train.value_based import RunnerState as RunnerState
 from tdjax.train.value_based import ValueAgent as ValueAgent

@@ -69,7 +69,6 @@ functions of an `ActorCriticSpec` in `tdjax.train.actor_critic_update`; what eve
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
@@ -272,7 +271,7 @@ ALGOS: Dict[str, Algo] = {
 class RunningStats(NamedTuple):
     """Running mean and variance of the discounted return (for `normalize_rewards`). Replicated."""
 
-    count: jax.Array  # shape=(), float32. Samples seen (starts at 1e-4, as baselines' RunningMeanStd).
+    count: jax.Array  # type: ignore[assignment]  # shape=(), float32. Samples seen (starts at 1e-4, as baselines' RunningMeanStd).
     mean: jax.Array  # shape=(), float32.
     var: jax.Array  # shape=(), float32.
 
@@ -476,6 +475,7 @@ class ActorCriticSpec:
 
 def _networks(c: ActorCriticConfig, obs_shape: Tuple[int, ...], num_actions: int, algo: Algo) -> Dict[str, nn.Module]:
     torso = core.torso_factory(c, obs_shape)
+    nets: Dict[str, nn.Module]
     if algo.shared:
         nets = {"shared": SharedActorCritic(torso(), num_actions)}
     else:
@@ -576,7 +576,7 @@ def summarise(metrics: ActorCriticMetrics) -> dict:
     gap of Lyle et al. 2022, eq. 6 (train − test mean discounted return; `_undiscounted` beside it),
     and the mean of each probe taken."""
     m = jax.tree.map(np.asarray, metrics)
-    out = {"env_steps": int(m.env_steps[-1]), "updates": int(m.learned.sum())}
+    out: Dict[str, Any] = {"env_steps": int(m.env_steps[-1]), "updates": int(m.learned.sum())}
     for name in ("loss", "policy_loss", "value_loss", "entropy", "advantage_loss", "approx_kl", "clip_fraction"):
         out[name] = core.nanmean(getattr(m, name))
     for prefix, test in (("", False), ("test_", True)):

@@ -25,8 +25,7 @@ import optax
 from tdjax._src.returns import generalized_advantage_estimation
 from tdjax._src.update_matrix import policy_update_matrix, srank, update_matrix, update_rank
 from tdjax.train import actor_critic as ac  # types and spec (that module imports this one for its agent)
-from tdjax.train import core
-from tdjax.train import host_loop
+from tdjax.train import core, host_loop
 from tdjax.train.replay import Transition
 
 __all__ = [
@@ -73,18 +72,18 @@ def _actor_out(spec: ac.ActorCriticSpec, p: Any, x: jax.Array) -> Tuple[jax.Arra
     if spec.algo.shared:
         return nets["shared"].apply(p, x)[0], None
     out = nets["actor"].apply(p, x)
-    return out if spec.algo.advantage_head else (out, None)
+    return out if spec.algo.advantage_head else (out, None)  # type: ignore[return-value]
 
 
 def _critic_out(spec: ac.ActorCriticSpec, p: Any, x: jax.Array) -> jax.Array:
     if spec.algo.shared:
-        return spec.networks["shared"].apply(p, x)[1]
-    return spec.networks["critic"].apply(p, x)
+        return spec.networks["shared"].apply(p, x)[1]  # type: ignore[return-value]
+    return spec.networks["critic"].apply(p, x)  # type: ignore[return-value]
 
 
 def _logits_and_value(spec: ac.ActorCriticSpec, params: Dict[str, Any], x: jax.Array) -> Tuple[jax.Array, jax.Array]:
     if spec.algo.shared:
-        return spec.networks["shared"].apply(params["shared"], x)
+        return spec.networks["shared"].apply(params["shared"], x)  # type: ignore[return-value]
     return _actor_out(spec, params["actor"], x)[0], _critic_out(spec, params["critic"], x)
 
 
@@ -101,7 +100,7 @@ def value(spec: ac.ActorCriticSpec, p: Any, x: jax.Array) -> jax.Array:
 def features(spec: ac.ActorCriticSpec, name: str, p: Any, x: jax.Array) -> jax.Array:
     """Penultimate activations [..., d] of network `name` at observations x."""
     net = spec.networks[name]
-    return net.apply(p, _prep(spec, x), method=type(net).features)
+    return net.apply(p, _prep(spec, x), method=type(net).features)  # type: ignore[attr-defined, return-value]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -297,7 +296,7 @@ def rollout(spec: ac.ActorCriticSpec, params: Dict[str, Any], actor: ac.ActorSta
             final_value = jnp.zeros_like(v)
         episodes, ended = core.track_episodes(actor.episodes, s, spec.config.gamma)
         tr = Transition(obs=actor.obs.astype(env.obs_storage_dtype), action=a, reward=s.reward,
-                        discount=1.0 - s.terminated.astype(jnp.float32), next_obs=None, done=done, valid=s.valid)
+                        discount=1.0 - s.terminated.astype(jnp.float32), next_obs=None, done=done, valid=s.valid)  # type: ignore[arg-type]
         out = PolicyOutputs(logp=logp, value=v, final_value=final_value)
         return actor._replace(env_state=env_state, obs=s.obs, episodes=episodes), (tr, out, ended)
 
@@ -412,7 +411,7 @@ def update_matrices(spec: ac.ActorCriticSpec, learner: ac.LearnerState, examples
     learner's parameters and optimizer states (and "actor_fresh", "critic_fresh" for a network and
     optimizer state initialised with `fresh_key`, when `probe_fresh`)."""
     c, opt_tx = spec.config, spec.optimizer
-    kw = dict(chunk_size=c.probe_chunk_size)
+    kw: Dict[str, Any] = dict(chunk_size=c.probe_chunk_size)
     sets = [("", learner.params, learner.opt_state)]
     if c.probe_fresh:
         fresh = init_params(spec, fresh_key)
@@ -467,7 +466,7 @@ def evaluate(spec: ac.ActorCriticSpec, learner: ac.LearnerState, ev: ac.EvalStat
     def vector_step(ev: ac.EvalState, t):
         logits = policy_logits(spec, p, ev.obs)
         a = jax.random.categorical(jax.random.fold_in(k_act, t), logits).astype(jnp.int32)
-        env_state, s = spec.test_env.step(ev.env_state, jax.random.fold_in(k_env, t), a)
+        env_state, s = spec.test_env.step(ev.env_state, jax.random.fold_in(k_env, t), a)  # type: ignore[union-attr]
         episodes, ended = core.track_episodes(ev.episodes, s, spec.config.gamma)
         return ev._replace(env_state=env_state, obs=s.obs, episodes=episodes), ended
 

@@ -350,7 +350,7 @@ def train_with_checkpoints(
             template = jax.eval_shape(init, keys)
             where = root / str(latest) if latest is not None else legacy
             # restore straight into the placement a fresh init would have (e.g. sharded over a mesh)
-            shardings = init.lower(keys).compile().output_shardings
+            shardings = init.lower(keys).compile().output_shardings  # type: ignore[attr-defined]
             state, meta = load_checkpoint(where, template, shardings)
             _check_identity(meta, identity, where)
             start, last_good = int(meta["iteration"]), where
@@ -408,7 +408,10 @@ def _run_chunks(agent, family, config, keys, batched, manager, run_chunk, state,
             buf = io.BytesIO()
             np.savez(buf, **{f"leaf_{n:03d}": np.asarray(l) for n, l in enumerate(leaves)})
             atomic_write_bytes(metrics_dir / f"{lo:010d}.npz", buf.getvalue())
-            per_seed = [jax.tree.map(lambda x: x[s], metrics) for s in range(keys.shape[0])] if batched else [metrics]
+            if batched:
+                per_seed = [jax.tree.map(lambda x, s=s: x[s], metrics) for s in range(keys.shape[0])]
+            else:
+                per_seed = [metrics]
             for s, m in enumerate(per_seed):
                 rows.append({"iteration": lo + length, "seed": s, **family.summarise(m)})
             save_csv(csv_path, rows)

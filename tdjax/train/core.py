@@ -189,7 +189,7 @@ class EndedEpisodes(NamedTuple):
 
     return_sum: jax.Array  # shape=(), float32. Sum of their returns.
     discounted_return_sum: jax.Array  # shape=(), float32. Sum of their discounted returns.
-    count: jax.Array  # shape=(), int32. How many ended.
+    count: jax.Array  # type: ignore[assignment]  # shape=(), int32. How many ended.
 
 
 def new_episode_stats(num_envs: int) -> EpisodeStats:

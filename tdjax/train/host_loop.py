@@ -27,7 +27,7 @@ differences between the two compiled programs; tested).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Optional, Sequence, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +43,7 @@ def branch(static: Optional[bool], pred: Any, true_fn: Callable, false_fn: Calla
     return (true_fn if static else false_fn)(*operands)
 
 
-def steps(step: Callable[[Any, Any], Tuple[Any, Any]], carry: Any, xs: Sequence[Any], unroll: bool) -> Tuple[Any, Any]:
+def steps(step: Callable[[Any, Any], Tuple[Any, Any]], carry: Any, xs: Any, unroll: bool) -> Tuple[Any, Any]:
     """`lax.scan(step, carry, xs)`; with `unroll`, the same steps as straight-line code.
 
     The optimization barrier after each unrolled step keeps XLA from interleaving the steps' buffers
@@ -55,7 +55,7 @@ def steps(step: Callable[[Any, Any], Tuple[Any, Any]], carry: Any, xs: Sequence[
     n = jax.tree.leaves(xs)[0].shape[0]
     outs = []
     for t in range(n):
-        carry, out = step(carry, jax.tree.map(lambda x: x[t], xs))
+        carry, out = step(carry, jax.tree.map(lambda x, t=t: x[t], xs))
         carry, out = jax.lax.optimization_barrier((carry, out))
         outs.append(out)
     return carry, jax.tree.map(lambda *ys: jnp.stack(ys), *outs)

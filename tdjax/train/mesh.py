@@ -94,12 +94,12 @@ def distribute(init_local: Callable[[jax.Array, Optional[str]], Any],
 
     shard = dict(mesh=mesh, axis_names=frozenset({DATA}))
 
-    def init(key):
+    def init(key):  # type: ignore[no-redef]
         shapes = jax.eval_shape(lambda k: init_local(k, None), key)
         return jax.shard_map(lambda k: _add_axis(init_local(k, DATA), per_device), in_specs=P(),
                              out_specs=spec(shapes), **shard)(key)
 
-    def run(state, start, length, phase=None):
+    def run(state, start, length, phase=None):  # type: ignore[no-redef]
         check(phase, length)
         s_spec = spec(state)
 

@@ -52,15 +52,16 @@ import optax
 import rlax
 
 from tdjax import envs as envs_lib
+from tdjax._src.gradients import gram_matrix
 from tdjax._src.losses import (
     advantage_regression_loss,
     behaviour_cloning_loss,
     double_q_learning_loss,
     policy_distillation_loss,
+    q_learning_loss,
     qa_regression_loss,
     quantile_q_learning_loss,
     value_distillation_loss,
-    q_learning_loss,
 )
 from tdjax._src.update_matrix import (
     dormant_fraction,
@@ -69,7 +70,6 @@ from tdjax._src.update_matrix import (
     update_matrix,
     update_rank,
 )
-from tdjax._src.gradients import gram_matrix
 from tdjax.networks.heads import TORSOS, QHead, QRHead, ValueNetwork
 from tdjax.train import core
 from tdjax.train import offline_data as data_lib

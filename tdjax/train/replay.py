@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 
 __all__ = ["Transition", "Slots", "ReplayState", "init", "add", "sample", "sample_distinct", "recent",
-           "gather", "size"]
+           "gather", "neighbours", "size"]
 
 # `sample` redraws a transition that cannot be rebuilt exactly; they are at most (frame_stack − 1) ·
 # num_envs slots plus those cut by resumes, so needing this many redraws is astronomically unlikely.
@@ -80,7 +80,7 @@ class ReplayState(NamedTuple):
     #                                next_obs follows).
     next_depth: jax.Array  # [E] uint8. `depth` of the slot written next, if its obs continues the stream.
     pos: jax.Array  # shape=(), int32. Next time slot to write.
-    count: jax.Array  # shape=(), int32. Time slots written so far (saturates at capacity).
+    count: jax.Array  # type: ignore[assignment]  # shape=(), int32. Time slots written so far (saturates at capacity).
 
 
 def init(example: Transition, capacity: int, num_envs: int, obs_dtype: Any = None, *,
@@ -166,7 +166,7 @@ def add(state: ReplayState, batch: Transition) -> ReplayState:
     capacity, num_envs = data.action.shape
     dtype = data.obs.dtype
     k = _frame_stack(state)
-    obs_shape = state.last_obs.shape[1:] if state.last_obs is not None else data.next_obs.shape[2:]
+    obs_shape = state.last_obs.shape[1:] if state.last_obs is not None else data.next_obs.shape[2:]  # type: ignore[union-attr]
     for name in ("obs", "next_obs"):
         got = tuple(getattr(batch, name).shape)
         if got != (num_envs,) + obs_shape:
@@ -249,7 +249,7 @@ def gather(state: ReplayState, t: jax.Array, e: jax.Array) -> Transition:
         capacity = d.action.shape[0]
         newest = t == (state.pos - 1) % capacity
         newest = newest.reshape(newest.shape + (1,) * (obs.ndim - t.ndim))
-        next_obs = jnp.where(newest, state.last_obs[e], _obs_at(state, (t + 1) % capacity, e))
+        next_obs = jnp.where(newest, state.last_obs[e], _obs_at(state, (t + 1) % capacity, e))  # type: ignore[index]
     return Transition(
         obs=obs.astype(jnp.float32), action=d.action[t, e], reward=d.reward[t, e], discount=d.discount[t, e],
         next_obs=next_obs.astype(jnp.float32), done=d.done[t, e], valid=d.valid[t, e] & _exact(state, t, e),
@@ -310,3 +310,59 @@ def recent(state: ReplayState, num_steps: int) -> Transition:
         raise ValueError(f"replay.recent: num_steps={num_steps} must be in 1..capacity={capacity}.")
     t = (state.pos - num_steps + jnp.arange(num_steps)) % capacity
     return gather(state, t[:, None], jnp.arange(num_envs)[None, :])
+
+
+def neighbours(state: ReplayState, t: jax.Array, e: jax.Array, max_offset: int) -> tuple[Transition, jax.Array]:
+    """The temporal neighbours of the transitions at slots `t`, environments `e`, within their episode.
+
+    For each of the N positions (t, e) and each offset x = −X..X (X = `max_offset`), the transition of
+    the same environment at slot t + x (mod capacity), and whether it belongs to the same episode of the
+    stored stream (Bengio et al. 2020, §5: losses "for states surrounding the state used for the update,
+    i.e. states with a temporal offset of ± 30 in the replay buffer trajectories").
+
+    mask[n, x + X] is False where
+      * t + x is outside the written slots: before the oldest or after the newest (wrap-around) or not yet
+        written;
+      * an episode boundary lies between t and t + x: `done` at a slot in [t, t + x) for x > 0, or in
+        [t + x, t) for x < 0 (a transition with `done` is the last of its episode); a stream cut
+        (environments re-created on resume) counts as a boundary;
+      * the neighbour itself is not a valid transition (`valid=False`: envpool's reset steps, stacks
+        that cannot be rebuilt).
+    A position at an episode edge is valid: its neighbours beyond the edge are masked. Positions that
+    are themselves invalid have mask False at x = 0 (and a mask computed as if they were in an episode).
+
+    Args:
+      state: the buffer.
+      t: [N] int time slots; e: [N] int environments (as for `gather`, e.g. from a sample's indices).
+      max_offset: X ≥ 1, with 2X + 1 ≤ capacity.
+
+    Returns:
+      (transitions, mask): a `Transition` with fields [N, 2X + 1, ...] (index x + X holds offset x) and
+      a bool mask [N, 2X + 1]. Feed them to `tdjax.loss_change_by_offset` / `stiffness_by_offset`.
+    """
+    capacity = state.data.action.shape[0]
+    if isinstance(max_offset, bool) or not isinstance(max_offset, int) or max_offset < 1:
+        raise ValueError(f"replay.neighbours: `max_offset` must be a positive int (X in offsets −X..X), got "
+                         f"{max_offset!r}; a window of 0 has no neighbours.")
+    if 2 * max_offset + 1 > capacity:
+        raise ValueError(f"replay.neighbours: `max_offset`={max_offset} needs 2X + 1 = {2 * max_offset + 1} slots, "
+                         f"more than the buffer's capacity={capacity}. Fix: max_offset ≤ {(capacity - 1) // 2}.")
+    t = jnp.asarray(t, jnp.int32)
+    e = jnp.asarray(e, jnp.int32)
+    if t.ndim != 1 or e.shape != t.shape:
+        raise ValueError(f"replay.neighbours: `t` and `e` must be [N] int arrays of one shape, got {t.shape}, {e.shape}.")
+    x = jnp.arange(-max_offset, max_offset + 1, dtype=jnp.int32)
+    slots = (t[:, None] + x[None, :]) % capacity  # [N, W]
+    ee = jnp.broadcast_to(e[:, None], slots.shape)
+    age = (t - state.pos + state.count) % capacity  # place of slot t in time order, 0 = oldest
+    in_buffer = (age[:, None] + x[None, :] >= 0) & (age[:, None] + x[None, :] < state.count)
+    d = state.data
+    boundary = (d.done[slots, ee] | ~d.next_kept[slots, ee]).astype(jnp.int32)  # [N, W]: an episode ends after
+    # The forward side crosses the boundaries of slots t .. t+x−1; the backward side those of t+x .. t−1.
+    fwd = jnp.cumsum(boundary[:, max_offset:-1], axis=1)  # [N, X]: boundaries in [t, t+k), k = 1..X
+    bwd = jnp.cumsum(boundary[:, max_offset - 1::-1], axis=1)[:, ::-1]  # [N, X]: in [t−k, t), k = X..1
+    zero = jnp.zeros((t.shape[0], 1), jnp.int32)
+    crossed = jnp.concatenate([bwd, zero, fwd], axis=1) > 0
+    tr = gather(state, slots, ee)
+    mask = in_buffer & ~crossed & tr.valid
+    return tr, mask

@@ -47,7 +47,7 @@ def _stack(trees: list) -> Any:
 
 
 def _unstack(tree: Any, num_seeds: int) -> list:
-    return [jax.tree.map(lambda x: x[s], tree) for s in range(num_seeds)]
+    return [jax.tree.map(lambda x, s=s: x[s], tree) for s in range(num_seeds)]
 
 
 @functools.lru_cache(maxsize=32)

@@ -358,23 +358,23 @@ def _prep(spec: ValueSpec, x: jax.Array) -> jax.Array:
 
 def apply(spec: ValueSpec, params: Any, x: jax.Array) -> jax.Array:
     """The head's raw output (Q [.., A], logits or quantiles [.., A, N]) at observations x."""
-    return spec.network.apply(params, _prep(spec, x))
+    return spec.network.apply(params, _prep(spec, x))  # type: ignore[return-value]
 
 
 def q_values(spec: ValueSpec, params: Any, xs: jax.Array) -> jax.Array:
     """Expected action values [..., A]."""
-    return spec.network.apply(params, _prep(spec, xs), method=ValueNetwork.q_values)
+    return spec.network.apply(params, _prep(spec, xs), method=ValueNetwork.q_values)  # type: ignore[return-value]
 
 
 def features(spec: ValueSpec, params: Any, xs: jax.Array) -> jax.Array:
     """Penultimate activations [..., d]."""
-    return spec.network.apply(params, _prep(spec, xs), method=ValueNetwork.features)
+    return spec.network.apply(params, _prep(spec, xs), method=ValueNetwork.features)  # type: ignore[return-value]
 
 
 def output_fn(spec: ValueSpec) -> Callable[[Any, jax.Array], jax.Array]:
     """`f(params, x)`: Q reduced by max (expected Q for distributional heads), the papers' scalar output."""
     dist = spec.algo.distribution
-    return scalar_output_fn(functools.partial(apply, spec), "max", distribution=dist,
+    return scalar_output_fn(functools.partial(apply, spec), "max", distribution=dist,  # type: ignore[arg-type]
                             atoms=spec.head.atoms if dist == "categorical" else None)
 
 
