@@ -46,12 +46,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import torch
+import torch.func as tf
 
 import tdjax
 from tdjax.networks import NatureCNN
-
-import torch
-import torch.func as tf
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _torch_nets import TorchNatureCNN, from_flax  # noqa: E402
@@ -345,7 +344,7 @@ def main(argv=None):
           f"MALLOC_ARENA_MAX={os.environ.get('MALLOC_ARENA_MAX')} "
           f"MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_')} "
           f"MALLOC_TRIM_THRESHOLD_={os.environ.get('MALLOC_TRIM_THRESHOLD_')}")
-    print(f"| computation | implementation | seconds | tdjax speed-up |")
+    print("| computation | implementation | seconds | tdjax speed-up |")
     print("|---|---|---:|---:|")
     for what, name, t in rows:
         ref = rows[0][2] if what == "ρ′ terms" else rows[3][2]

@@ -96,7 +96,7 @@ def _check_update_batch(update_batch: PyTree, neighbours: PyTree, n: int, fn_nam
     if k != n:
         raise ValueError(f"{fn_name}: `update_batch` has {k} examples but `mask` has N = {n} rows.")
     sa, sb = jax.tree.structure(update_batch), jax.tree.structure(neighbours)
-    if sa != sb:
+    if sa != sb:  # type: ignore[operator]
         raise ValueError(f"{fn_name}: `update_batch` and `neighbours` differ in pytree structure:\n{sa}\nvs\n{sb}")
     for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(update_batch)[0], jax.tree.leaves(neighbours)):
         if jnp.shape(a)[1:] != jnp.shape(b)[2:]:

@@ -187,8 +187,8 @@ OBJECTIVES = {
         lambda c, h, l, lt, lo, ex: policy_distillation_loss(l, ex.teacher_out, c.pd_entropy_coef)),
     "qr_dqn": Objective(
         "qr", None, True, False, False,
-        lambda c, h, d, dt, do, ex: quantile_q_learning_loss(d, h.taus, ex.tr.action, ex.tr.reward,
-                                                             c.gamma * ex.tr.discount, dt, dt, kappa=float(c.qr_kappa))),
+        lambda c, h, d, dt, do, ex: quantile_q_learning_loss(
+            d, h.taus, ex.tr.action, ex.tr.reward, c.gamma * ex.tr.discount, dt, dt, kappa=float(c.qr_kappa))),
     "double_dqn": Objective(
         "q", None, True, False, False,
         lambda c, h, q, qt, qo, ex: double_q_learning_loss(q, ex.tr.action, ex.tr.reward, c.gamma * ex.tr.discount,
@@ -249,7 +249,7 @@ class OfflineMetrics(NamedTuple):
     updates: jax.Array  # shape=(), int32. Updates made after this iteration.
     loss: jax.Array  # shape=(), float32. Mean minibatch loss before the update.
     output_mean: jax.Array  # shape=(), float32. Mean of the student's max output (Q or logit) on the batch.
-    agreement: jax.Array  # shape=(), float32. Fraction of the batch where argmax student = argmax teacher (NaN without one).
+    agreement: jax.Array  # shape=(), float32. argmax student = argmax teacher, batch fraction (NaN: no teacher).
     return_sum: jax.Array  # shape=(), float32. Sum of the returns of the teacher's episodes ended (collect).
     discounted_return_sum: jax.Array  # shape=(), float32. Their discounted returns.
     return_count: jax.Array  # shape=(), int32. Number of the teacher's episodes ended this iteration.
@@ -302,9 +302,9 @@ def _validate(c: OfflineConfig) -> None:
             "save one with tdjax.train.save_dataset (collect_dataset or dataset_from_replay) and pass its folder")
     obj = OBJECTIVES[c.objective]
     if obj.teacher is not None or c.collect:
-        require(bool(c.teacher), c, "teacher", f"objective {c.objective!r}"
-                + (" needs a teacher's outputs" if obj.teacher is not None else "") + (" and collect=True needs a "
-                "teacher to act" if c.collect else ""), "pass the folder of a teacher saved with tdjax.train.save_teacher")
+        why = "needs a teacher's outputs" if obj.teacher is not None else "runs with collect=True (the teacher acts)"
+        require(bool(c.teacher), c, "teacher", f"objective {c.objective!r} {why}",
+                "pass the folder of a teacher saved with tdjax.train.save_teacher")
     if c.collect:
         require(not obj.needs_mc, c, "collect", f"objective {c.objective!r} needs the Monte-Carlo/λ-returns of a "
                 "FIXED dataset, but collect=True keeps overwriting it", "set collect=False")
@@ -390,6 +390,7 @@ def build_spec(c: OfflineConfig) -> OfflineSpec:
                                     rmsprop_centered=c.rmsprop_centered, momentum=c.momentum)
     env = None
     if c.collect:
+        assert teacher is not None  # checked by _validate
         env = envs_lib.make_vec(info.env, num_envs, seed=c.env_seed, backend=teacher.config.env_backend,
                                 options=dict(info.env_options))
     settings = probes_lib.ProbeSettings(
@@ -409,7 +410,7 @@ def build_spec(c: OfflineConfig) -> OfflineSpec:
 def apply(spec: OfflineSpec, params: Any, x: jax.Array) -> jax.Array:
     """The head's raw output (Q [.., A], logits [.., A] or quantiles [.., A, N]) at stored observations x."""
     x = x.astype(jnp.float32)
-    return spec.network.apply(params, x if spec.obs_scale == 1.0 else x * spec.obs_scale)
+    return spec.network.apply(params, x if spec.obs_scale == 1.0 else x * spec.obs_scale)  # type: ignore[return-value]
 
 
 def q_values(spec: OfflineSpec, params: Any, x: jax.Array) -> jax.Array:
@@ -422,7 +423,7 @@ def features(spec: OfflineSpec, params: Any, x: jax.Array) -> jax.Array:
     """Penultimate activations [..., d]."""
     x = x.astype(jnp.float32)
     return spec.network.apply(params, x if spec.obs_scale == 1.0 else x * spec.obs_scale,
-                              method=ValueNetwork.features)
+                              method=ValueNetwork.features)  # type: ignore[return-value]
 
 
 def teacher_outputs(spec: OfflineSpec, teacher_params: Any, x: jax.Array) -> jax.Array:
@@ -527,18 +528,19 @@ def init_local(spec: OfflineSpec, key: jax.Array, axis_name: Optional[str]) -> R
 def collect(spec: OfflineSpec, data: DataState, k_act: jax.Array) -> Tuple[DataState, core.EndedEpisodes]:
     """`collect_frequency` ε-greedy vector steps of the teacher, stored in the dataset's buffer."""
     c, env = spec.config, spec.env
+    assert env is not None and data.obs is not None and data.episodes is not None  # collect=True
     n = env.num_envs
 
     def vector_step(data: DataState, t):
         k_eps, k_rand, k_env = jax.random.split(jax.random.fold_in(k_act, t), 3)
-        greedy = jnp.argmax(teacher_outputs(spec, data.teacher_params, data.obs), axis=-1)
+        greedy = jnp.argmax(teacher_outputs(spec, data.teacher_params, data.obs), axis=-1)  # type: ignore[arg-type]
         explore = jax.random.uniform(k_eps, (n,)) < c.collect_epsilon
         action = jnp.where(explore, jax.random.randint(k_rand, (n,), 0, env.num_actions), greedy).astype(jnp.int32)
         env_state, step = env.step(data.env_state, k_env, action)
-        tr = replay_lib.Transition(obs=data.obs, action=action, reward=step.reward,
+        tr = replay_lib.Transition(obs=data.obs, action=action, reward=step.reward,  # type: ignore[arg-type]
                                    discount=1.0 - step.terminated.astype(jnp.float32), next_obs=step.next_obs,
                                    done=step.terminated | step.truncated, valid=step.valid)
-        episodes, ended = core.track_episodes(data.episodes, step, c.gamma)
+        episodes, ended = core.track_episodes(data.episodes, step, c.gamma)  # type: ignore[arg-type]
         ds = data.dataset._replace(replay=replay_lib.add(data.dataset.replay, tr))
         return data._replace(env_state=env_state, obs=step.obs, episodes=episodes, dataset=ds), ended
 

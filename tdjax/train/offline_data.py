@@ -116,7 +116,7 @@ def dataset_from_replay(replay: replay_lib.ReplayState, *, env: str, num_actions
     r = _time_ordered(replay)
     d = r.data
     g, c = mc_returns(d.reward, d.discount, d.done, d.valid, gamma)
-    obs_shape = tuple(r.last_obs.shape[1:]) if r.last_obs is not None else tuple(d.next_obs.shape[2:])
+    obs_shape = tuple(r.last_obs.shape[1:]) if r.last_obs is not None else tuple(d.next_obs.shape[2:])  # type: ignore[union-attr]
     info = DatasetInfo(env=env, env_options=tuple(env_options), obs_shape=obs_shape, num_actions=int(num_actions),
                        gamma=float(gamma), epsilon=epsilon, source="replay", teacher=teacher)
     return OfflineDataset(r, g, c), info
@@ -222,13 +222,17 @@ def load_dataset(path: str | Path) -> Tuple[OfflineDataset, DatasetInfo]:
         arrays = {k: z[k] for k in z.files}
     obs = arrays["replay/data/obs"]
     capacity, num_envs = arrays["replay/data/action"].shape
-    dummy = jax.ShapeDtypeStruct(info.obs_shape, obs.dtype)
-    example = replay_lib.Transition(
-        obs=dummy, action=jax.ShapeDtypeStruct((), arrays["replay/data/action"].dtype),
-        reward=jax.ShapeDtypeStruct((), np.float32), discount=jax.ShapeDtypeStruct((), np.float32), next_obs=dummy,
-        done=jax.ShapeDtypeStruct((), bool), valid=jax.ShapeDtypeStruct((), bool))
+    action_dtype = arrays["replay/data/action"].dtype
+
+    def example() -> replay_lib.Transition:  # shapes only (traced under eval_shape)
+        x = jnp.zeros(info.obs_shape, obs.dtype)
+        f = jnp.zeros((), jnp.float32)
+        no = jnp.zeros((), bool)
+        return replay_lib.Transition(obs=x, action=jnp.zeros((), action_dtype), reward=f, discount=f, next_obs=x,
+                                     done=no, valid=no)
+
     template = jax.eval_shape(lambda: OfflineDataset(
-        replay_lib.init(example, capacity, num_envs, obs.dtype, frame_stack=layout["frame_stack"],
+        replay_lib.init(example(), capacity, num_envs, obs.dtype, frame_stack=layout["frame_stack"],
                         next_obs_follows=layout["next_obs_follows"]),
         jnp.zeros((capacity, num_envs), jnp.float32), jnp.zeros((capacity, num_envs), bool)))
     flat, treedef = jax.tree_util.tree_flatten_with_path(template)

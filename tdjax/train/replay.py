@@ -350,7 +350,8 @@ def neighbours(state: ReplayState, t: jax.Array, e: jax.Array, max_offset: int) 
     t = jnp.asarray(t, jnp.int32)
     e = jnp.asarray(e, jnp.int32)
     if t.ndim != 1 or e.shape != t.shape:
-        raise ValueError(f"replay.neighbours: `t` and `e` must be [N] int arrays of one shape, got {t.shape}, {e.shape}.")
+        raise ValueError(f"replay.neighbours: `t` and `e` must be [N] int arrays of one shape, "
+                         f"got {t.shape}, {e.shape}.")
     x = jnp.arange(-max_offset, max_offset + 1, dtype=jnp.int32)
     slots = (t[:, None] + x[None, :]) % capacity  # [N, W]
     ee = jnp.broadcast_to(e[:, None], slots.shape)

@@ -155,7 +155,7 @@ def save_teacher(path: str | Path, config: Any, params: Any) -> Path:
     import io
 
     buf = io.BytesIO()
-    np.savez(buf, **{f"leaf_{i:05d}": np.asarray(x) for i, x in enumerate(flat)})
+    np.savez(buf, **{f"leaf_{i:05d}": np.asarray(x) for i, x in enumerate(flat)})  # type: ignore[arg-type]
     atomic_write_bytes(folder / "params.npz", buf.getvalue())
     meta = {"format": FORMAT, "config_class": type(config).__name__, "config": _config_to_json(config),
             "params": records}
