@@ -78,7 +78,8 @@ class Teacher:
         observations in their stored units (pixels 0..255 are scaled inside)."""
         if self.kind == "value":
             return self.agent.q_values
-        return self.agent.policy_logits
+        agent = self.agent
+        return lambda params, xs: agent.policy_logits(params[agent.actor_name], xs)
 
     def outputs(self, xs: jax.Array) -> jax.Array:
         """The teacher's outputs at `xs` [..., *obs_shape] with its own parameters."""
@@ -96,6 +97,13 @@ def _params_template(agent: Any) -> Any:
         dummy = jnp.zeros(agent.env.obs_shape, jnp.float32)
         return jax.eval_shape(agent.spec.network.init, key, dummy)
     return jax.eval_shape(lambda k: ac_update.init_params(agent.spec, k), key)
+
+
+def _params_init(agent: Any, key: jax.Array) -> Any:
+    """Freshly initialised parameters of the agent's network(s) (as `_params_template` describes)."""
+    if isinstance(agent.config, vb.ValueConfig):
+        return agent.spec.network.init(key, jnp.zeros(agent.env.obs_shape, jnp.float32))
+    return ac_update.init_params(agent.spec, key)
 
 
 def _leaf_records(params: Any) -> list:
