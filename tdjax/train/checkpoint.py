@@ -354,7 +354,8 @@ def train_with_checkpoints(
             state, meta = load_checkpoint(where, template, shardings)
             _check_identity(meta, identity, where)
             start, last_good = int(meta["iteration"]), where
-            if not agent.env.jittable:  # the checkpoint's environment handles belong to another process
+            # the checkpoint's environment handles belong to another process
+            if agent.env is not None and not agent.env.jittable:
                 state = jax.jit(jax.vmap(agent.reattach_env) if batched else agent.reattach_env)(state)
         else:
             state, start, last_good = _jitted_init(agent, batched)(keys), 0, None

@@ -30,8 +30,8 @@ __all__ = ["SeedRunner", "make_seed_runner", "train_seeds"]
 
 
 def _jittable(agent: Any) -> bool:
-    """Whether the seeds of `agent` can be vmapped (its environments are pure JAX)."""
-    return bool(agent.env.jittable)
+    """Whether the seeds of `agent` can be vmapped (its environments are pure JAX, or it has none)."""
+    return agent.env is None or bool(agent.env.jittable)
 
 
 @functools.partial(jax.jit, donate_argnums=0)
