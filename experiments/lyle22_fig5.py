@@ -99,9 +99,10 @@ def config(scale: str = "smoke") -> Config:
 
 
 def tiny() -> Config:
-    """Seconds, for tests: CartPole with MLPs, short teacher and students."""
+    """Seconds, for tests: CartPole with MLPs, a short teacher and a BC student."""
     return dataclasses.replace(
         Config(), games=("CartPole-v1",), teacher_dir="", student_seeds=2, robust_states=32, noise_samples=2,
+        objectives=("behaviour_cloning",),
         noise_scales=(0.1, 0.5), eval_envs=4, eval_steps=200,
         teacher=ValueConfig(network="mlp", hidden=(32,), num_envs=4, total_steps=2_000, buffer_size=1_000,
                             batch_size=32, learning_starts=200, target_update_interval=100, probe_interval=200,

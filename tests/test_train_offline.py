@@ -19,12 +19,12 @@ from tdjax.train import (
     load_teacher,
     make_agent,
     make_train,
+    offline_data,
     save_dataset,
     save_teacher,
     teacher_from_params,
 )
 from tdjax.train import offline as off
-from tdjax.train import offline_data
 from tdjax.train import replay as replay_lib
 from tdjax.train import teacher as teacher_lib
 from tdjax.train.teacher import TeacherError
