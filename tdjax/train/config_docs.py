@@ -55,6 +55,11 @@ UNITS: Dict[str, str] = {
     "probe_sign_steps": "steps per environment", "probe_chunk_size": "examples", "probe_fresh": "flag",
     # devices
     "num_devices": "devices", "seed_devices": "devices",
+    # offline loop
+    "teacher": "folder", "dataset": "folder", "objective": "choice", "num_updates": "gradient updates",
+    "td_lambda": "dimensionless", "bc_entropy_coef": "loss weight", "pd_entropy_coef": "loss weight",
+    "momentum": "dimensionless", "collect": "flag", "collect_epsilon": "probability",
+    "collect_frequency": "vector steps per update",
 }
 """Field name → unit, shared by every config (one meaning per field name)."""
 
