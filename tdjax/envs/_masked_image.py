@@ -144,6 +144,8 @@ class MaskedImageEnv:
             idx = np.arange(n)
         else:
             idx = np.asarray(self.indices)
+            if idx.size == 0:
+                idx = idx.astype(np.int64)
             if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
                 raise ValueError(f"MaskedImageEnv: indices must be a 1-D sequence of image indices, got {idx!r:.80}.")
         if idx.size == 0:
