@@ -15,9 +15,9 @@ def test_double_dqn_on_masked_digits_two_seeds():
                     target_update_interval=10, eps_decay_steps=60)
     agent = make_agent(c)
     assert agent.env.obs_shape == (32, 32, 2) and agent.env.num_actions == 40
-    params = agent.spec.network.init(jax.random.key(0), np.zeros((32, 32, 2), np.float32))
+    params = jax.eval_shape(agent.spec.network.init, jax.random.key(0), np.zeros((32, 32, 2), np.float32))
     # n_h = 2, n_L = 1 on 2 input channels, then the Q head of 40 actions (hand count, see test_networks_bengio)
-    assert sum(p.size for p in jax.tree.leaves(params)) == 102 + 76 + 296 + 584 + 6408 + 360
+    assert sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params)) == 102 + 76 + 296 + 584 + 6408 + 360
     _, m = jax.jit(jax.vmap(make_train(c)))(jax.random.split(jax.random.key(0), 2))
     assert m.loss.shape == (2, 60)
     learned = np.asarray(m.learned)
