@@ -162,3 +162,26 @@ def test_registry_errors():
         E.register_env("MaskedImage-digits", lambda: None, obs_shape=(1,), num_actions=1)
     with pytest.raises(FileNotFoundError, match="cifar-10-batches-py"):
         E.make_vec("MaskedImage-cifar10", 1, options={"data_dir": "/nonexistent"})
+
+
+def test_play_one_episode_per_image_matches_numpy():
+    images, labels = _data(n=6)
+    env = MaskedImageEnv(images, labels, indices=[0, 2, 3, 5], step_penalty=0.1)
+
+    def policy(obs):  # deterministic, depends on what was revealed: class and move from pixel sums
+        s = np.asarray(obs[..., 1:]).sum()
+        return int(s // 97) % 40
+
+    got = jax.jit(lambda: env.play(lambda o: (jnp.sum(o[..., 1:]) // 97).astype(jnp.int32) % 40, gamma=0.9))()
+    ref = NumpyWindowEnv(images, labels)
+    for k, idx in enumerate([0, 2, 3, 5]):
+        obs, ret, disc, power, correct, n = ref.reset(idx), 0.0, 0.0, 1.0, False, 0
+        for _ in range(20):
+            obs, r, term, trunc = ref.step(policy(obs))
+            ret, disc, power, n = ret + r, disc + power * r, power * 0.9, n + 1
+            if term or trunc:
+                correct = term
+                break
+        assert int(got.image_index[k]) == idx and int(got.length[k]) == n and bool(got.correct[k]) == correct
+        assert float(got.episode_return[k]) == pytest.approx(ret, abs=1e-5)
+        assert float(got.discounted_return[k]) == pytest.approx(disc, abs=1e-5)
