@@ -47,7 +47,7 @@ def _env_only(cfg: ValueConfig, steps: int) -> Callable[[jax.Array], jax.Array]:
     venv = envs_lib.make_vec(cfg.env, cfg.num_envs, options=dict(cfg.env_options))
 
     def run(key):
-        state, obs = venv.reset(key)
+        state, _ = venv.reset(key)
 
         def body(carry, t):
             state, acc = carry

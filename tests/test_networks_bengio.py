@@ -7,8 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tdjax.networks import BengioCNN, BengioCNNTorso, BengioMLP, PatchConv, bengio_cnn_param_count, \
-    bengio_mlp_param_count
+from tdjax.networks import (
+    BengioCNN,
+    BengioCNNTorso,
+    BengioMLP,
+    PatchConv,
+    bengio_cnn_param_count,
+    bengio_mlp_param_count,
+)
 from tdjax.train import ValueConfig
 from tdjax.train.core import torso_factory
 

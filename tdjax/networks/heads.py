@@ -30,7 +30,7 @@ Every module takes one observation or any number of leading batch axes; uint8 im
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Sequence
 
 import flax.linen as nn
 import jax
