@@ -9,6 +9,11 @@ from tdjax.networks.actor_critic import Actor as Actor
 from tdjax.networks.actor_critic import AdvantageHead as AdvantageHead
 from tdjax.networks.actor_critic import Critic as Critic
 from tdjax.networks.actor_critic import SharedActorCritic as SharedActorCritic
+from tdjax.networks.bengio import BengioCNN as BengioCNN
+from tdjax.networks.bengio import BengioCNNTorso as BengioCNNTorso
+from tdjax.networks.bengio import BengioMLP as BengioMLP
+from tdjax.networks.bengio import bengio_cnn_param_count as bengio_cnn_param_count
+from tdjax.networks.bengio import bengio_mlp_param_count as bengio_mlp_param_count
 from tdjax.networks.heads import TORSOS as TORSOS
 from tdjax.networks.heads import C51Head as C51Head
 from tdjax.networks.heads import ImpalaTorso as ImpalaTorso
@@ -37,4 +42,9 @@ __all__ = [
     "AdvantageHead",
     "Critic",
     "SharedActorCritic",
+    "BengioCNN",
+    "BengioCNNTorso",
+    "BengioMLP",
+    "bengio_cnn_param_count",
+    "bengio_mlp_param_count",
 ]
