@@ -226,7 +226,8 @@ def _sarcos_file(path: Path, key: str) -> np.ndarray:
     except Exception as err:  # noqa: BLE001
         raise ValueError(f"{path}: not a MATLAB .mat file ({type(err).__name__}: {err}). Fix: {_SARCOS_URL}.") from None
     if key not in m:
-        raise ValueError(f"{path}: expected the variable {key!r}, found {sorted(k for k in m if not k.startswith('__'))}.")
+        found = sorted(k for k in m if not k.startswith("__"))
+        raise ValueError(f"{path}: expected the variable {key!r}, found {found}.")
     a = np.asarray(m[key], np.float64)
     if a.ndim != 2 or a.shape[1] != 28:
         raise ValueError(f"{path}: {key!r} must be [N, 28] (21 inputs, 7 torques), got {a.shape}.")
@@ -256,7 +257,8 @@ _CAL_COLUMNS = ("longitude", "latitude", "housing_median_age", "total_rooms", "t
                 "households", "median_income", "median_house_value")
 
 
-def _minmax_split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int) -> Tuple[np.ndarray, ...]:
+def _minmax_split(x: np.ndarray, y: np.ndarray, test_fraction: float,
+                  seed: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The authors' split and scaling (calif_regression.py): a fixed shuffle, the last `test_fraction` as
     test, then (v − min) / (max − min) with ONE min and max over all training inputs (and targets)."""
     idx = np.arange(len(x))
@@ -278,7 +280,8 @@ def _california_raw(root: Path) -> Tuple[np.ndarray, Path]:
         try:
             a = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
         except ValueError as err:
-            raise ValueError(f"{path}: expected 9 comma-separated numbers per row ({', '.join(_CAL_COLUMNS)}): {err}") from None
+            raise ValueError(f"{path}: expected 9 comma-separated numbers per row "
+                             f"({', '.join(_CAL_COLUMNS)}): {err}") from None
     elif csv.is_file():
         path = csv
         with open(path) as f:

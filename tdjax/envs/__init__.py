@@ -42,7 +42,8 @@ from tdjax.envs._vec import make_vec as make_vec
 from tdjax.envs._vec import vec_spec as vec_spec
 
 __all__ = ["ATARI_DEFAULTS", "ENV_NAMES", "EnvSpec", "EnvStep", "JaxEnv", "MASKED_IMAGE_OPTIONS", "MOVE_NAMES",
-           "MaskedImageEnv", "MaskedImageEpisodes", "MaskedImageState", "PROCGEN_GAMES", "RegisteredEnv", "VecEnv", "check_env_name",
+           "MaskedImageEnv", "MaskedImageEpisodes", "MaskedImageState", "PROCGEN_GAMES", "RegisteredEnv", "VecEnv",
+           "check_env_name",
            "check_name", "is_envpool_name", "make", "make_envpool", "make_vec", "procgen_id", "register_env",
            "register_masked_image_env", "registered_env", "registered_env_names", "spec", "test_env_options",
            "vec_spec"]

@@ -10,7 +10,7 @@ agent is measured exactly like the one of a classifier on the same images.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -116,12 +116,24 @@ class MaskedImageEnv:
 
     images: Any
     labels: Any
-    indices: Optional[Sequence[int]] = None
+    indices: Optional[Sequence[int] | Any] = None
     num_classes: int = 10
     window: int = 8
     max_steps: int = 20
     step_penalty: float = 0.1
     name: str = "MaskedImage"
+
+    if TYPE_CHECKING:  # set in __post_init__ (not dataclass fields; ClassVar only for the type checker)
+        _images: ClassVar[Any]
+        _labels: ClassVar[Any]
+        _indices: ClassVar[Any]
+        _hi: ClassVar[float]
+        obs_shape: ClassVar[Tuple[int, ...]]
+        num_actions: ClassVar[int]
+        obs_storage_dtype: ClassVar[Any]
+        obs_scale: ClassVar[float]
+        max_episode_steps: ClassVar[int]
+        num_images: ClassVar[int]
 
     def __post_init__(self):
         images = self.images

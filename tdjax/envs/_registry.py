@@ -124,7 +124,8 @@ def _masked_factory(name: str, load: Callable[[Optional[str]], Any]) -> Callable
                 max_steps: int = 20, data_dir: Optional[str] = None, **unknown: Any) -> MaskedImageEnv:
         del test_num_images, test_start_image  # read by test_env_options
         if unknown:
-            raise ValueError(f"{name}: unknown env_options {sorted(unknown)}. Valid: {', '.join(MASKED_IMAGE_OPTIONS)}.")
+            valid = ", ".join(MASKED_IMAGE_OPTIONS)
+            raise ValueError(f"{name}: unknown env_options {sorted(unknown)}. Valid: {valid}.")
         if split not in ("train", "test"):
             raise ValueError(f"{name}: env_options split must be 'train' or 'test', got {split!r}.")
         data = load(data_dir)

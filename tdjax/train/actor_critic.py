@@ -59,8 +59,8 @@ policy for `eval_steps` steps every `eval_interval` iterations, are the disjoint
 [test_start_level, test_start_level + test_num_levels). For gymnax games the test environments are
 the same game with other random keys; for Atari, another envpool seed; for a registered environment
 (`tdjax.envs.register_env`), the options `tdjax.envs.test_env_options` derives from `env_options` (the
-masked-image tasks: images of the data set's test split, disjoint from the training images). The metrics hold returns and
-discounted returns Σₜ γᵗ rₜ of the episodes that ended, on both sides; `summarise` and
+masked-image tasks: images of the data set's test split, disjoint from the training images). The
+metrics hold returns and discounted returns Σₜ γᵗ rₜ of the episodes that ended, on both sides; `summarise` and
 `generalization_gap` turn them into the gap of eq. 6.
 
 Here: config, algorithm table, state and metric types, spec, agent. The loop's steps are module-level
@@ -127,7 +127,7 @@ class ActorCriticConfig:
     iterations (one rollout + one update each, see the module docstring).
     """
 
-    env: str = "CartPole-v1"  # a gymnax name, a registered one ("MaskedImage-digits") or an envpool id ("BigfishEasy-v0")
+    env: str = "CartPole-v1"  # a gymnax or registered name ("MaskedImage-digits") or an envpool id ("BigfishEasy-v0")
     # envpool only (Atari, ProcGen): seed, how it is stepped inside jit, extra envpool.make options
     env_seed: int = 0  # envpool only: the environments' seed (test environments: env_seed + 1)
     env_backend: str = "xla"  # "xla" (envpool's XLA custom call) | "host" (ordered io_callback)
@@ -139,7 +139,7 @@ class ActorCriticConfig:
     test_start_level: Optional[int] = None  # None: start_level + num_levels (right after the training levels)
     test_num_levels: int = 100_000  # ProcGen: held-out test levels
     algo: str = "ppo"  # "ppo" | "daac" | "reinforce"
-    network: str = "auto"  # "auto" | "mlp" | "minatar_cnn" | "nature_cnn" | "impala_cnn" | "bengio_cnn" (torso of each network)
+    network: str = "auto"  # torso: "auto" | "mlp" | "minatar_cnn" | "nature_cnn" | "impala_cnn" | "bengio_cnn"
     hidden: Tuple[int, ...] = (64, 64)  # MLP torso widths (network="mlp")
     cnn_width: int = 16  # n_h of the Bengio conv net (network="bengio_cnn"; Bengio et al. 2020 App. B.1)
     cnn_extra_layers: int = 0  # n_L: extra 3×3 conv layers of that net (network="bengio_cnn")
