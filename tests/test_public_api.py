@@ -4,7 +4,7 @@ import importlib
 
 import tdjax
 
-MODULES = ["outputs", "losses", "gradients", "layerwise", "update_matrix", "dynamics", "mdp", "returns"]
+MODULES = ["outputs", "losses", "gradients", "layerwise", "update_matrix", "dynamics", "mdp", "returns", "correlation"]
 
 # Names used by checks outside this repository (issues 2 and 3).
 REQUIRED = """
@@ -16,6 +16,7 @@ interference_derivative_terms td_sign_variance
 update_matrix update_rank srank effective_rank dormant_fraction policy_update_matrix linearized_update_matrix
 td_value_trajectory mc_value_trajectory kernel_td_trajectory kernel_mc_trajectory policy_evaluation circle_mdp
 generalized_advantage_estimation lambda_returns
+interference_gap_correlation
 """.split()
 
 
