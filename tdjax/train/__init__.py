@@ -3,7 +3,8 @@
   * `make_train`, `make_agent`: dispatch on the config's type to its family (`tdjax.train.core`):
     `ValueConfig` → the value-based loop for DQN, Double DQN, C51 and QR-DQN
     (`tdjax.train.value_based`); `ActorCriticConfig` → the actor-critic loop for PPO, DAAC and
-    REINFORCE (`tdjax.train.actor_critic`).
+    REINFORCE (`tdjax.train.actor_critic`); `SupervisedConfig` → classification and regression
+    (`tdjax.train.supervised`, Bengio et al. 2020 §4).
   * `core`: what every family shares (agent interface, episode bookkeeping, optimizer, networks,
     config checks); `mesh`: the ("seeds", "data") device mesh; `host_loop`: the CPU loop structure
     (`config.loop="host"`), `run_iterations` picks it.
@@ -21,6 +22,7 @@ from tdjax.train import probes as probes
 from tdjax.train import replay as replay
 from tdjax.train import value_based as value_based
 from tdjax.train import actor_critic as actor_critic
+from tdjax.train import supervised as supervised
 from tdjax.train.actor_critic import ActorCriticAgent as ActorCriticAgent
 from tdjax.train.actor_critic import ActorCriticConfig as ActorCriticConfig
 from tdjax.train.actor_critic import ActorCriticMetrics as ActorCriticMetrics
@@ -38,6 +40,8 @@ from tdjax.train.core import run_iterations as run_iterations
 from tdjax.train.host_loop import run_host_driven as run_host_driven
 from tdjax.train.seeds import make_seed_runner as make_seed_runner
 from tdjax.train.seeds import train_seeds as train_seeds
+from tdjax.train.supervised import SupervisedConfig as SupervisedConfig
+from tdjax.train.supervised import SupervisedMetrics as SupervisedMetrics
 from tdjax.train.value_based import ALGOS as ALGOS
 from tdjax.train.value_based import RunnerState as RunnerState
 from tdjax.train.value_based import ValueAgent as ValueAgent
@@ -74,4 +78,7 @@ __all__ = [
     "daac_procgen_paper_config",
     "generalization_gap",
     "ppo_procgen_paper_config",
+    "supervised",
+    "SupervisedConfig",
+    "SupervisedMetrics",
 ]

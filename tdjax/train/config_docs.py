@@ -31,9 +31,11 @@ UNITS: Dict[str, str] = {
     # run length and data
     "total_steps": _ENV, "learning_starts": _ENV, "eps_decay_steps": _ENV,
     "num_steps": "vector steps per iteration", "eval_steps": "vector steps per evaluation",
-    "train_frequency": "vector steps per update", "buffer_size": "transitions", "batch_size": "transitions",
+    "train_frequency": "vector steps per update", "buffer_size": "transitions", "batch_size": "transitions / examples",
+    "num_updates": "gradient updates", "data": "name", "n_train": "examples (n_T)", "eval_chunk_size": "examples",
     # algorithm and network
-    "algo": "choice", "network": "choice", "hidden": "units per layer", "optimizer": "choice",
+    "algo": "choice", "network": "choice", "hidden": "units per layer",
+    "n_hidden": "units (channels) per layer", "n_layers": "layers", "optimizer": "choice",
     "loop": "choice",
     # maths
     "gamma": "discount (dimensionless)", "gae_lambda": "dimensionless", "lr": "step size",
@@ -49,7 +51,7 @@ UNITS: Dict[str, str] = {
     "daac_value_epochs": "epochs per critic update", "daac_value_freq": "iterations",
     "eval_interval": "iterations", "checkpoint_interval": "iterations",
     # probes
-    "probe_interval": "gradient updates (value loop) / iterations (actor-critic)", "probe_k": "transitions",
+    "probe_interval": "gradient updates (value loop) / iterations (actor-critic)", "probe_k": "transitions / examples",
     "probe_rank_eps": "fraction of the spectrum", "probe_srank_delta": "fraction of the spectrum",
     "probe_dormant_tau": "fraction of the mean activation", "probe_sign_window": "steps",
     "probe_sign_steps": "steps per environment", "probe_chunk_size": "examples", "probe_fresh": "flag",
