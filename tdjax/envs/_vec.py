@@ -39,6 +39,7 @@ import numpy as np
 
 from tdjax.envs import _envpool
 from tdjax.envs import _gymnax
+from tdjax.envs import _registry
 from tdjax.envs._gymnax import EnvStep
 
 __all__ = ["VecEnv", "make_vec", "vec_spec", "check_env_name", "is_envpool_name",
@@ -57,6 +58,7 @@ class VecSpec(NamedTuple):
     obs_scale: float
     jittable: bool
     frame_stack: int = 1  # frames stacked along the last obs axis (4 for envpool Atari).
+    network: str = "auto"  # the torso network="auto" picks for a registered env (tdjax.envs.register_env)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -182,7 +184,8 @@ class _EnvpoolVec(VecEnv):
 
 def is_envpool_name(name: Any) -> bool:
     """Whether `name` looks like an envpool task id (Atari `*-v5`, ProcGen `*-v0`), not a gymnax name."""
-    return isinstance(name, str) and name not in _gymnax.ENV_NAMES and (name.endswith("-v5") or name.endswith("-v0"))
+    return (isinstance(name, str) and name not in _gymnax.ENV_NAMES and _registry.registered_env(name) is None
+            and (name.endswith("-v5") or name.endswith("-v0")))
 
 
 @functools.lru_cache(maxsize=None)
@@ -197,7 +200,7 @@ def _envpool_ids() -> Tuple[str, ...]:
 def check_env_name(name: Any, field: str = "env") -> None:
     """ValueError naming `field` and close matches unless `name` is a gymnax name or an envpool
     Atari (`*-v5`) / ProcGen (`*-v0`) task id; RuntimeError naming the fix if envpool is missing."""
-    if isinstance(name, str) and name in _gymnax.ENV_NAMES:
+    if isinstance(name, str) and (name in _gymnax.ENV_NAMES or _registry.registered_env(name) is not None):
         return
     if is_envpool_name(name):
         ids = [i for i in _envpool_ids() if i.endswith("-v5") or i.endswith("-v0")]
@@ -210,12 +213,13 @@ def check_env_name(name: Any, field: str = "env") -> None:
             + "Fix: use an envpool task id (Atari like 'Pong-v5', ProcGen like 'BigfishEasy-v0'; "
             f"envpool.list_all_envs() lists them) or a jitted gymnax game: {', '.join(_gymnax.ENV_NAMES)}."
         )
-    close = difflib.get_close_matches(str(name), list(_gymnax.ENV_NAMES), n=3)
+    jitted = list(_gymnax.ENV_NAMES) + list(_registry.registered_env_names())
+    close = difflib.get_close_matches(str(name), jitted, n=3)
     raise ValueError(
         f"{field}={name!r} is not a known environment. "
         + (f"Did you mean: {', '.join(close)}? " if close else "")
-        + f"Fix: use a jitted gymnax game ({', '.join(_gymnax.ENV_NAMES)}) or an envpool Atari ('Pong-v5', "
-        "...) or ProcGen ('BigfishEasy-v0', ...) task id."
+        + f"Fix: use a jitted environment ({', '.join(jitted)}), an envpool Atari ('Pong-v5', "
+        "...) or ProcGen ('BigfishEasy-v0', ...) task id, or register one (tdjax.envs.register_env)."
     )
 
 
@@ -224,6 +228,9 @@ def vec_spec(name: str) -> VecSpec:
     """Observation shape (channels last), actions, storage dtype, scale and jittability of `name`,
     without constructing the environment (envpool: from `envpool.make_spec`)."""
     check_env_name(name)
+    reg = _registry.registered_env(name)
+    if reg is not None:
+        return VecSpec(reg.obs_shape, reg.num_actions, reg.obs_storage_dtype, reg.obs_scale, True, 1, reg.network)
     if name in _gymnax.ENV_NAMES:
         s = _gymnax.spec(name)
         return VecSpec(s.obs_shape, s.num_actions, s.obs_storage_dtype, 1.0, True)
@@ -239,13 +246,15 @@ def make_vec(name: str, num_envs: int, *, seed: int = 0, backend: str = "xla",
     """`num_envs` environments of `name` behind the `VecEnv` protocol.
 
     Args:
-      name: a gymnax name (`tdjax.envs.ENV_NAMES`) or an envpool Atari/ProcGen task id.
+      name: a gymnax name (`tdjax.envs.ENV_NAMES`), a registered name (`registered_env_names()`, e.g.
+        "MaskedImage-digits") or an envpool Atari/ProcGen task id.
       num_envs: environments stepped together.
       seed: envpool's seed (gymnax environments are seeded by the keys passed to reset/step).
       backend: envpool only: "xla" (envpool's XLA custom call) or "host" (an ordered io_callback into
         envpool's Python API; slower, for platforms where the XLA interface does not work).
-      options: envpool only: extra `envpool.make` arguments (e.g. {"num_levels": 200}); for Atari,
-        `ATARI_DEFAULTS` are applied unless overridden.
+      options: envpool: extra `envpool.make` arguments (e.g. {"num_levels": 200}); for Atari,
+        `ATARI_DEFAULTS` are applied unless overridden. Registered environments (`register_env`, e.g.
+        the masked-image tasks): the factory's keyword arguments (e.g. {"num_images": 100}).
 
     Example:
       >>> import jax
@@ -261,6 +270,16 @@ def make_vec(name: str, num_envs: int, *, seed: int = 0, backend: str = "xla",
     if backend not in ("xla", "host"):
         raise ValueError(f"make_vec: backend must be 'xla' or 'host', got {backend!r}.")
     s = vec_spec(name)
+    reg = _registry.registered_env(name)
+    if reg is not None:
+        env = reg.factory(**dict(options or {}))
+        if tuple(env.obs_shape) != s.obs_shape or env.num_actions != s.num_actions:
+            raise ValueError(f"make_vec: the environment registered as {name!r} built observations {env.obs_shape} "
+                             f"and {env.num_actions} actions, but was registered with {s.obs_shape} and "
+                             f"{s.num_actions}. Fix: register it with the shapes its factory builds.")
+        return _GymnaxVec(name=name, num_envs=num_envs, obs_shape=s.obs_shape, num_actions=s.num_actions,
+                          obs_storage_dtype=s.obs_storage_dtype, obs_scale=s.obs_scale, jittable=True,
+                          always_valid=True, max_episode_steps=int(env.max_episode_steps), env=env)
     if s.jittable:
         env = _gymnax.make(name)
         return _GymnaxVec(name=name, num_envs=num_envs, obs_shape=s.obs_shape, num_actions=s.num_actions,

@@ -6,6 +6,11 @@ The analysis library never imports this package: it works on any `apply_fn(param
 from tdjax.networks._nets import MLP as MLP
 from tdjax.networks._nets import NatureCNN as NatureCNN
 from tdjax.networks.actor_critic import Actor as Actor
+from tdjax.networks.bengio import BengioCNN as BengioCNN
+from tdjax.networks.bengio import BengioCNNTorso as BengioCNNTorso
+from tdjax.networks.bengio import BengioMLP as BengioMLP
+from tdjax.networks.bengio import bengio_cnn_param_count as bengio_cnn_param_count
+from tdjax.networks.bengio import bengio_mlp_param_count as bengio_mlp_param_count
 from tdjax.networks.actor_critic import AdvantageHead as AdvantageHead
 from tdjax.networks.actor_critic import Critic as Critic
 from tdjax.networks.actor_critic import SharedActorCritic as SharedActorCritic
@@ -37,4 +42,9 @@ __all__ = [
     "AdvantageHead",
     "Critic",
     "SharedActorCritic",
+    "BengioCNN",
+    "BengioCNNTorso",
+    "BengioMLP",
+    "bengio_cnn_param_count",
+    "bengio_mlp_param_count",
 ]

@@ -19,6 +19,8 @@ Torsos:
     convolutions inside `lax.scan` are ~10× slower than the same maths as a matmul.
   * `NatureTorso()`: conv 8×8/4 (32) → 4×4/2 (64) → 3×3/1 (64) → dense 512 (Mnih et al. 2015);
     the layers of `tdjax.networks.NatureCNN` without its output layer.
+  * `BengioCNNTorso(n_h, n_L)`: the conv net of Bengio et al. 2020 App. B.1 (`tdjax.networks.bengio`),
+    for the masked-image tasks; n_h, n_L from a config's `cnn_width`, `cnn_extra_layers`.
   * `ImpalaTorso()`: three stacks of [conv 3×3 → max-pool 3×3/2 → 2 residual blocks] with 16, 32, 32
     channels, then dense 256 (Espeholt et al. 2018), for ProcGen.
 
@@ -33,6 +35,8 @@ from typing import Sequence, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from tdjax.networks.bengio import BengioCNNTorso
 
 __all__ = [
     "MLPTorso",
@@ -259,5 +263,6 @@ TORSOS = {
     "minatar_cnn": MinAtarTorso,
     "nature_cnn": NatureTorso,
     "impala_cnn": ImpalaTorso,
+    "bengio_cnn": BengioCNNTorso,
 }
 """Torso constructors by the name used in `tdjax.train.ValueConfig.network`."""

@@ -57,7 +57,9 @@ Generalisation (Lyle et al. 2022, eq. 6): the training environments are ProcGen 
 [start_level, start_level + num_levels); the test environments, stepped with the current (sampled)
 policy for `eval_steps` steps every `eval_interval` iterations, are the disjoint levels
 [test_start_level, test_start_level + test_num_levels). For gymnax games the test environments are
-the same game with other random keys; for Atari, another envpool seed. The metrics hold returns and
+the same game with other random keys; for Atari, another envpool seed; for a registered environment
+(`tdjax.envs.register_env`), the options `tdjax.envs.test_env_options` derives from `env_options` (the
+masked-image tasks: images of the data set's test split, disjoint from the training images). The metrics hold returns and
 discounted returns Σₜ γᵗ rₜ of the episodes that ended, on both sides; `summarise` and
 `generalization_gap` turn them into the gap of eq. 6.
 
@@ -126,7 +128,7 @@ class ActorCriticConfig:
     iterations (one rollout + one update each, see the module docstring).
     """
 
-    env: str = "CartPole-v1"  # a gymnax name (tdjax.envs.ENV_NAMES) or an envpool id ("BigfishEasy-v0")
+    env: str = "CartPole-v1"  # a gymnax name, a registered one ("MaskedImage-digits") or an envpool id ("BigfishEasy-v0")
     # envpool only (Atari, ProcGen): seed, how it is stepped inside jit, extra envpool.make options
     env_seed: int = 0  # envpool only: the environments' seed (test environments: env_seed + 1)
     env_backend: str = "xla"  # "xla" (envpool's XLA custom call) | "host" (ordered io_callback)
@@ -138,8 +140,10 @@ class ActorCriticConfig:
     test_start_level: Optional[int] = None  # None: start_level + num_levels (right after the training levels)
     test_num_levels: int = 100_000  # ProcGen: held-out test levels
     algo: str = "ppo"  # "ppo" | "daac" | "reinforce"
-    network: str = "auto"  # "auto" | "mlp" | "minatar_cnn" | "nature_cnn" | "impala_cnn" (torso of each network)
+    network: str = "auto"  # "auto" | "mlp" | "minatar_cnn" | "nature_cnn" | "impala_cnn" | "bengio_cnn" (torso of each network)
     hidden: Tuple[int, ...] = (64, 64)  # MLP torso widths (network="mlp")
+    cnn_width: int = 16  # n_h of the Bengio conv net (network="bengio_cnn"; Bengio et al. 2020 App. B.1)
+    cnn_extra_layers: int = 0  # n_L: extra 3×3 conv layers of that net (network="bengio_cnn")
     num_envs: int = 8  # training environments stepped together (split over num_devices)
     num_steps: int = 128  # rollout length: vector steps per iteration
     total_steps: int = 100_000  # length of the run
@@ -436,6 +440,8 @@ def _test_start_level(c: ActorCriticConfig) -> int:
 
 def _env_options(c: ActorCriticConfig, test: bool) -> Dict[str, Any]:
     opts = dict(c.env_options)
+    if envs_lib.registered_env(c.env) is not None:  # e.g. the masked-image tasks: held-out images
+        return envs_lib.test_env_options(c.env, opts) if test else opts
     if _is_procgen(c.env):
         if test:
             opts.update(num_levels=c.test_num_levels, start_level=_test_start_level(c))

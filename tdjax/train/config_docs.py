@@ -25,7 +25,7 @@ __all__ = ["UNITS", "field_comments", "config_table", "render"]
 _ENV = "environment steps, summed over all environments"
 UNITS: Dict[str, str] = {
     # environments
-    "env": "name", "env_seed": "seed", "env_backend": "choice", "env_options": "envpool.make options",
+    "env": "name", "env_seed": "seed", "env_backend": "choice", "env_options": "envpool.make / registered-env options",
     "num_levels": "levels", "start_level": "level index", "test_start_level": "level index",
     "test_num_levels": "levels", "num_envs": "environments", "eval_num_envs": "environments",
     # run length and data
@@ -34,8 +34,9 @@ UNITS: Dict[str, str] = {
     "train_frequency": "vector steps per update", "buffer_size": "transitions", "batch_size": "transitions / examples",
     "num_updates": "gradient updates", "data": "name", "n_train": "examples (n_T)", "eval_chunk_size": "examples",
     # algorithm and network
-    "algo": "choice", "network": "choice", "hidden": "units per layer",
-    "n_hidden": "units (channels) per layer", "n_layers": "layers", "optimizer": "choice",
+    "algo": "choice", "network": "choice", "hidden": "units per layer", "optimizer": "choice",
+    "cnn_width": "channels (n_h)", "cnn_extra_layers": "layers (n_L)",
+    "n_hidden": "units (channels) per layer", "n_layers": "layers",
     "loop": "choice",
     # maths
     "gamma": "discount (dimensionless)", "gae_lambda": "dimensionless", "lr": "step size",

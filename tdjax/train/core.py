@@ -132,8 +132,12 @@ def make_optimizer(name: str, lr: float, *, max_grad_norm: Optional[float], adam
 
 
 def auto_network(env_name: str, obs_shape: Tuple[int, ...]) -> str:
-    """The torso `network="auto"` picks: MLP for vectors, the MinAtar CNN for small maps, the IMPALA CNN
-    for ProcGen, the Nature CNN for Atari frames."""
+    """The torso `network="auto"` picks: the one a registered environment names (Bengio's conv net for
+    the masked-image tasks), else MLP for vectors, the MinAtar CNN for small maps, the IMPALA CNN for
+    ProcGen, the Nature CNN for Atari frames."""
+    reg = envs_lib.registered_env(env_name)
+    if reg is not None and reg.network != "auto":
+        return reg.network
     if len(obs_shape) == 1:
         return "mlp"
     if obs_shape[0] <= 16:
@@ -149,11 +153,13 @@ def torso_factory(config: Any, obs_shape: Tuple[int, ...]) -> Callable[[], nn.Mo
     if name == "mlp":
         require(len(obs_shape) == 1, config, "network",
                 f"an MLP torso needs vector observations but {config.env} gives {obs_shape}",
-                "use network='minatar_cnn' (MinAtar), 'impala_cnn' (ProcGen) or 'auto'")
+                "use network='minatar_cnn' (MinAtar), 'impala_cnn' (ProcGen), 'bengio_cnn' (masked images) or 'auto'")
         return lambda: TORSOS["mlp"](tuple(config.hidden))
     require(len(obs_shape) == 3, config, "network",
             f"a convolutional torso needs [H, W, C] observations but {config.env} gives {obs_shape}",
             "use network='mlp' or 'auto'")
+    if name == "bengio_cnn":  # Bengio et al. 2020 App. B.1: n_h, n_L from the config
+        return lambda: TORSOS["bengio_cnn"](int(config.cnn_width), int(config.cnn_extra_layers))
     return TORSOS[name]
 
 
@@ -281,6 +287,9 @@ def check_common_fields(c: Any, positive: Tuple[str, ...]) -> None:
     for name in positive + ("num_envs", "total_steps", "checkpoint_interval", "num_devices", "seed_devices",
                             "probe_k"):
         require(getattr(c, name) >= 1, c, name, "must be a positive integer", f"set {name} >= 1")
+    if hasattr(c, "cnn_width"):
+        require(c.cnn_width >= 1, c, "cnn_width", "n_h of the Bengio conv net must be >= 1", "e.g. cnn_width=16")
+        require(c.cnn_extra_layers >= 0, c, "cnn_extra_layers", "n_L must be >= 0", "e.g. cnn_extra_layers=0")
     require(len(c.hidden) >= 1 and all(h >= 1 for h in c.hidden), c, "hidden",
             "the MLP torso needs at least one positive width", "e.g. hidden=(64, 64)")
     require(c.lr > 0 and math.isfinite(c.lr), c, "lr", "the learning rate must be a positive number", "e.g. lr=1e-3")

@@ -100,14 +100,16 @@ class ValueConfig:
     counts iterations (see the module docstring).
     """
 
-    env: str = "CartPole-v1"  # a gymnax name (tdjax.envs.ENV_NAMES) or an envpool id ("Pong-v5")
+    env: str = "CartPole-v1"  # a gymnax name, a registered one ("MaskedImage-digits") or an envpool id ("Pong-v5")
     # envpool only (Atari, ProcGen): seed, how it is stepped inside jit, extra envpool.make options
     env_seed: int = 0  # envpool only: the environments' seed (gymnax envs are seeded by the run's key)
     env_backend: str = "xla"  # "xla" (envpool's XLA custom call) | "host" (ordered io_callback)
     env_options: Tuple[Tuple[str, Any], ...] = ()  # e.g. (("episodic_life", False),)
     algo: str = "dqn"  # "dqn" | "double_dqn" | "c51" | "qr_dqn"
-    network: str = "auto"  # "auto" | "mlp" | "minatar_cnn" | "nature_cnn" | "impala_cnn"
+    network: str = "auto"  # "auto" | "mlp" | "minatar_cnn" | "nature_cnn" | "impala_cnn" | "bengio_cnn"
     hidden: Tuple[int, ...] = (64, 64)  # MLP torso widths (network="mlp")
+    cnn_width: int = 16  # n_h of the Bengio conv net (network="bengio_cnn"; Bengio et al. 2020 App. B.1)
+    cnn_extra_layers: int = 0  # n_L: extra 3×3 conv layers of that net (network="bengio_cnn")
     num_envs: int = 4  # environments stepped together (split over num_devices)
     total_steps: int = 50_000  # length of the run
     buffer_size: int = 10_000  # replay capacity (a multiple of num_envs)
