@@ -25,9 +25,13 @@ Random numbers: iteration i draws from `fold_in(state.key, i)`; the key of a run
 network's initialisation and the minibatch stream, so runs of one seed with different n_T start
 from the same parameters (the paper's "meta seed").
 
-Data sets are looked up by name in `DATASETS` (`register_dataset`): built in are two small
-synthetic ones (`synthetic_classification`, `synthetic_regression`) made from a fixed seed; the
-stand-ins and real data sets (tdjax.data, issue 13 part A) register themselves there.
+Data sets are looked up by name in `DATASETS` (`register_dataset`): two small synthetic ones
+(`synthetic_classification`, `synthetic_regression`, from a fixed seed, for tests), and those of
+`tdjax.datasets`: the stand-ins `digits` (sklearn digits at 32×32, for SVHN/CIFAR-10) and `diabetes`
+(for SARCOS/California), and the paper's `svhn`, `cifar10`, `sarcos`, `california` from local files.
+Networks (`NETWORKS`, `network="auto"` takes the data set's): `bengio_cnn`, Bengio App. B.1's conv
+net (n_h = `n_hidden`, n_L = `n_layers`), and `bengio_mlp`, its MLPs (1 + n_layers leaky-ReLU hidden
+layers of n_hidden units; California Housing's 3 hidden layers are n_layers=2).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ import optax
 
 from tdjax._src.gradients import gram_matrix
 from tdjax._src.outputs import scalar_output_fn
+from tdjax.networks.bengio import BengioCNN, BengioMLP
 from tdjax.train import core
 from tdjax.train.validation import check_choice, check_types, require
 
@@ -121,12 +126,12 @@ class Dataset:
 
     name: str
     task: str  # "classification" | "regression"
-    x_train: np.ndarray  # [N, *input_shape] float32: the training pool (n_T ≤ N is used)
+    x_train: np.ndarray  # [N, *input_shape] float32 (or uint8 images): the training pool (n_T ≤ N used)
     y_train: np.ndarray  # [N] int32 class (classification) or [N, n_out] float32 targets
     x_test: np.ndarray  # [M, *input_shape] float32
     y_test: np.ndarray  # [M] or [M, n_out]
     num_outputs: int  # classes, or regression outputs
-    network: str = "mlp"  # the NETWORKS entry "auto" picks
+    network: str = "bengio_mlp"  # the NETWORKS entry "auto" picks
     label: str = ""  # what the data is (e.g. "stand-in: sklearn digits, not SVHN"), for every output
     jittable: bool = True
 
@@ -188,26 +193,33 @@ def _synthetic(task: str, n_train: int = 256, n_test: int = 128, dim: int = 8, c
         y = (out[:, :2] + 0.1 * rng.normal(size=(len(x), 2))).astype(np.float32)
         n_out = 2
     return Dataset(f"synthetic_{task}", task, x[:n_train], y[:n_train], x[n_train:], y[n_train:], n_out,
-                   network="mlp", label=f"synthetic {task} data (a random teacher network), not a paper data set")
+                   network="bengio_mlp", label=f"synthetic {task} data (a random teacher network), not a paper data set")
 
 
 register_dataset("synthetic_classification", lambda: _synthetic("classification"))
 register_dataset("synthetic_regression", lambda: _synthetic("regression"))
 
 
-class LeakyMLP(nn.Module):
-    """Bengio App. B.1's fully connected nets: `1 + n_layers` leaky-ReLU (slope 0.01) hidden layers of
-    `n_hidden` units, then a linear output layer, on vector inputs [..., d]."""
+def _from_tdjax_datasets(name: str) -> Callable[[], Dataset]:
+    """A loader of `tdjax.datasets.load(name)` (real files, or a stand-in: digits, diabetes)."""
 
-    n_hidden: int
-    n_layers: int
-    out: int
+    def load() -> Dataset:
+        from tdjax import datasets
 
-    @nn.compact
-    def __call__(self, x):
-        for _ in range(1 + self.n_layers):
-            x = nn.leaky_relu(nn.Dense(self.n_hidden)(x), 0.01)
-        return nn.Dense(self.out)(x)
+        d = datasets.load(name)
+        if d.task == "classification":
+            return Dataset(d.name, d.task, d.x_train, np.asarray(d.y_train, np.int32), d.x_test,
+                           np.asarray(d.y_test, np.int32), int(d.num_classes), network="bengio_cnn", label=d.label)
+        y, yt = (np.asarray(a, np.float32) for a in (d.y_train, d.y_test))
+        y, yt = (a[:, None] if a.ndim == 1 else a for a in (y, yt))
+        return Dataset(d.name, d.task, np.asarray(d.x_train, np.float32), y, np.asarray(d.x_test, np.float32), yt,
+                       int(y.shape[1]), network="bengio_mlp", label=d.label)
+
+    return load
+
+
+for _name in ("digits", "diabetes", "cifar10", "svhn", "sarcos", "california"):
+    register_dataset(_name, _from_tdjax_datasets(_name))
 
 
 NETWORKS: Dict[str, Callable[[SupervisedConfig, Tuple[int, ...], int], nn.Module]] = {}
@@ -219,19 +231,21 @@ def register_network(name: str, factory: Callable[[SupervisedConfig, Tuple[int, 
     NETWORKS[name] = factory
 
 
-def _flat_mlp(c: SupervisedConfig, input_shape: Tuple[int, ...], n_out: int) -> nn.Module:
-    return _Flatten(LeakyMLP(c.n_hidden, c.n_layers, n_out))
+def _bengio_mlp(c: SupervisedConfig, input_shape: Tuple[int, ...], n_out: int) -> nn.Module:
+    require(len(input_shape) == 1, c, "network", f"an MLP needs vector inputs, {c.data!r} has {input_shape}",
+            "use network='bengio_cnn' or 'auto'")
+    return BengioMLP(c.n_hidden, 1 + c.n_layers, n_out)
 
 
-class _Flatten(nn.Module):
-    inner: nn.Module
-
-    @nn.compact
-    def __call__(self, x):
-        return self.inner(jnp.reshape(x, (-1,)))
+def _bengio_cnn(c: SupervisedConfig, input_shape: Tuple[int, ...], n_out: int) -> nn.Module:
+    require(len(input_shape) == 3, c, "network", f"a conv net needs [H, W, C] images, {c.data!r} has {input_shape}",
+            "use network='bengio_mlp' or 'auto'")
+    return BengioCNN(c.n_hidden, c.n_layers, n_out)
 
 
-register_network("mlp", _flat_mlp)
+# App. B.1: California Housing has 3 hidden layers (n_layers=2 here), SARCOS 1 + n_L.
+register_network("bengio_mlp", _bengio_mlp)
+register_network("bengio_cnn", _bengio_cnn)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -321,6 +335,11 @@ def _optimizer(c: SupervisedConfig) -> optax.GradientTransformation:
     return optax.inject_hyperparams(optax.sgd)(learning_rate=c.lr, momentum=0.9)
 
 
+def _dtype(ds: Dataset):
+    """uint8 images stay uint8 (the networks scale them to [0, 1]); everything else is float32."""
+    return jnp.uint8 if ds.x_train.dtype == np.uint8 else jnp.float32
+
+
 def build_spec(c: SupervisedConfig) -> SupervisedSpec:
     """Validates `c` (ValueError naming the field) and builds its data, network and optimizer."""
     ds = _validate(c)
@@ -330,14 +349,14 @@ def build_spec(c: SupervisedConfig) -> SupervisedSpec:
     network = NETWORKS[name](c, ds.input_shape, ds.num_outputs)
     try:
         jax.eval_shape(lambda x: network.init(jax.random.key(0), x),
-                       jax.ShapeDtypeStruct(ds.input_shape, jnp.float32))
+                       jax.ShapeDtypeStruct(ds.input_shape, _dtype(ds)))
     except Exception as err:  # noqa: BLE001 - reported with the field that caused it
         raise ValueError(f"SupervisedConfig.network={c.network!r}: cannot take inputs of shape {ds.input_shape} "
                          f"of {c.data!r} ({type(err).__name__}: {err}). Fix: use network='auto'.") from None
     return SupervisedSpec(
         config=c, env=ds, network=network, optimizer=_optimizer(c),
-        x_train=jnp.asarray(ds.x_train, jnp.float32), y_train=jnp.asarray(ds.y_train),
-        x_test=jnp.asarray(ds.x_test, jnp.float32), y_test=jnp.asarray(ds.y_test),
+        x_train=jnp.asarray(ds.x_train, _dtype(ds)), y_train=jnp.asarray(ds.y_train),
+        x_test=jnp.asarray(ds.x_test, _dtype(ds)), y_test=jnp.asarray(ds.y_test),
         probe_k=min(c.probe_k, ds.pool_size), num_iterations=c.num_updates)
 
 
@@ -414,7 +433,7 @@ def init_local(spec: SupervisedSpec, key: jax.Array, axis_name: Optional[str] = 
     del axis_name
     key = core.typed_key(key)
     k_net, k_batch = jax.random.split(key)
-    params = spec.network.init(k_net, jnp.zeros(spec.env.input_shape, jnp.float32))
+    params = spec.network.init(k_net, jnp.zeros_like(spec.x_train[0]))
     opt_state = spec.optimizer.init(params)
     if lr is not None:
         opt_state.hyperparams["learning_rate"] = jnp.asarray(lr, jnp.float32)
