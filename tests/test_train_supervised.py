@@ -68,19 +68,6 @@ def test_loop_equals_naive_optax_loop_and_direct_rho(data):
     assert np.isnan(np.asarray(metrics.eval.rho_bar)[~ev]).all()
 
 
-def test_traced_n_train_and_lr_vmap():
-    """Runs with different n_T and learning rates share one vmapped program and equal single runs."""
-    agent = make_agent(CFG)
-    keys = jax.random.split(jax.random.key(0), 2)
-    ns, lrs = jnp.array([3, 6]), jnp.array([1e-2, 3e-2])
-    run = lambda k, n, lr: agent.run(agent.init_with(k, n, lr), 0, agent.num_iterations)
-    _, m = jax.jit(jax.vmap(run))(keys, ns, lrs)
-    _, m1 = jax.jit(make_train(CFG))(keys[1])  # n_train=6, lr=3e-2: the config's values
-    np.testing.assert_allclose(m.loss[1], m1.loss, rtol=1e-5)
-    rho0 = np.asarray(sup.final_evaluation(m).rho_bar)[0]
-    assert np.isfinite(rho0)
-
-
 def test_bad_config():
     with pytest.raises(ValueError, match=r"n_train=999.*holds 256 examples"):
         make_agent(CFG.replace(n_train=999))
