@@ -313,6 +313,9 @@ def _measure_rl(base: Any, cells: Sequence[Cell], key: jax.Array, vmapped: bool,
         seconds = (time.perf_counter() - t0) / len(group)
         train_ret, test_ret, rho, during = out
         label = getattr(train_env, "name", cfg.env)
+        data = cfg.env.split("MaskedImage-")[-1]
+        if data in sup.DATASETS:  # say what the images are (a stand-in or the paper's)
+            label = f"{label}: {sup.load_dataset(data).label}"
         for i, c in enumerate(group):
             rows.append(dict(family=_family(cfg), algo=cfg.algo, data=cfg.env, label=label, n_hidden=c.n_hidden,
                              n_layers=c.n_layers, n_train=c.n_train, lr=c.lr, seed=c.seed,
