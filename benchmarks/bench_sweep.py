@@ -1,0 +1,64 @@
+"""Whole-grid throughput of Bengio et al. 2020's grid: training runs per minute, vmapped vs one by one.
+
+Claim measured (issue 13): the runs of the grid that share shapes (n_T, lr, seeds of one capacity)
+trained as ONE vmapped XLA program (`tdjax.train.sweep.run_grid(..., vmapped=True)`) against the same
+runs one by one in a Python loop (`vmapped=False`: the same jitted program, called with one run at a
+time), target ≥ 5× more runs per minute on this CPU. Both include compilation (one program per
+capacity either way), since that is what finishing the grid costs; the grid is the one of
+`experiments/_bengio20_grid.py` at `--scale` (default cpu) for the `--tasks` given (default the
+supervised ones; the agents' programs are vmapped over seeds only, see tdjax/train/sweep.py).
+
+Usage: python benchmarks/bench_sweep.py [--scale smoke|cpu] [--tasks classification regression]
+       [--max-programs N]   (only the first N capacities of each task: a brief run)
+Timings on a shared machine are noisy; the ratio is printed with the absolute figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Optional, Sequence
+
+import jax
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from experiments import _bengio20_grid as bgrid  # noqa: E402
+from tdjax.train.sweep import run_grid  # noqa: E402
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--scale", default="cpu", choices=("tiny", "smoke", "cpu"))
+    p.add_argument("--tasks", nargs="+", default=["classification", "regression"], choices=bgrid.TASKS)
+    p.add_argument("--max-programs", type=int, default=None, help="first N capacities of each task only")
+    args = p.parse_args(argv)
+    cfg = bgrid.tiny() if args.scale == "tiny" else bgrid.config(args.scale)
+    print(f"load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
+          f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}")
+    print("| task | capacities | runs | vmapped: s | runs/min | one by one: s | runs/min | ratio |")
+    print("|---|---|---|---|---|---|---|---|")
+    out = {}
+    for task in args.tasks:
+        base, grid = bgrid.task_base(cfg, task)
+        if args.max_programs is not None:
+            caps = [(h, l) for h in grid.n_hidden for l in grid.n_layers][: args.max_programs]
+            grid = grid.replace(n_hidden=tuple(sorted({h for h, _ in caps})), n_layers=(caps[0][1],))
+        times = {}
+        for vmapped in (True, False):
+            t0 = time.perf_counter()
+            rows = run_grid(base, grid, jax.random.key(0), None, vmapped=vmapped, eval_images=cfg.eval_images)
+            times[vmapped] = (time.perf_counter() - t0, len(rows))
+        (tv, n), (tl, _) = times[True], times[False]
+        ratio = tl / tv
+        caps = len(grid.n_hidden) * len(grid.n_layers)
+        print(f"| {task} | {caps} | {n} | {tv:.1f} | {60 * n / tv:.1f} | {tl:.1f} | {60 * n / tl:.1f} | "
+              f"{ratio:.1f}× |", flush=True)
+        out[task] = dict(runs=n, vmapped_s=tv, looped_s=tl, ratio=ratio)
+    return out
+
+
+if __name__ == "__main__":
+    main()
