@@ -5,12 +5,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tdjax.train import SupervisedConfig, make_agent
+from experiments import _bengio20_grid
+from tdjax.train import make_agent
 from tdjax.train import supervised as sup
 from tdjax.train import sweep
 
-BASE = SupervisedConfig(n_train=6, num_updates=20, eval_interval=10, batch_size=4, probe_k=8)
-GRID = sweep.GridConfig(n_hidden=(4, 8), n_layers=(0,), n_train=(4, 8), seeds=2)
+# The tiny experiment grid's classification task: its programs are compiled once per test session.
+BASE, GRID = _bengio20_grid.task_base(_bengio20_grid.tiny(), "classification")
 KEY = jax.random.key(0)
 
 
@@ -24,6 +25,7 @@ def test_grid_resume_and_vmapped_equals_looped(tmp_path):
     calls = []
     # cut after the first capacity (program): part 0 of 2 runs capacity n_h=4 only
     first = sweep.run_grid(BASE, GRID, KEY, str(path), part=(0, 2))
+    assert GRID.n_hidden == (4, 8) and GRID.n_train == (8, 32) and GRID.seeds == 2
     assert {r["n_hidden"] for r in first} == {4} and len(first) == 4
     rows = sweep.run_grid(BASE, GRID, KEY, str(path), progress=lambda i, n: calls.append((i, n)))
     assert calls == [(1, 2), (2, 2)] and len(rows) == 8

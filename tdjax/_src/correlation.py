@@ -8,6 +8,7 @@ generalisation gap, over the runs of every capacity and seed, with a bootstrappe
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import NamedTuple
 
@@ -118,6 +119,13 @@ def interference_gap_correlation(
             which = "rho_bar" if np.ptp(r_np) == 0 else "gap"
             warnings.warn(f"interference_gap_correlation: `{which}` is constant over the runs, so r is "
                           "undefined (NaN).", RuntimeWarning, stacklevel=2)
+    return _correlation(rho_bar, gap, key, num_resamples, float(confidence), bool(log))
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+def _correlation(rho_bar, gap, key, num_resamples, confidence, log) -> CorrelationInterval:
+    n = rho_bar.shape[0]
+    dtype = rho_bar.dtype
     x = jnp.log(jnp.where(rho_bar > 0, rho_bar, jnp.nan)) if log else rho_bar
     r = pearson_r(x, gap)
     idx = jax.random.randint(key, (num_resamples, n), 0, n)
