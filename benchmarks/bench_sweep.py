@@ -3,8 +3,10 @@
 Claim measured (issue 13): the runs of the grid that share shapes (n_T, lr, seeds of one capacity)
 trained as ONE vmapped XLA program (`tdjax.train.sweep.run_grid(..., vmapped=True)`) against the same
 runs one by one in a Python loop (`vmapped=False`: the same jitted program, called with one run at a
-time), target ≥ 5× more runs per minute on this CPU. Both include compilation (one program per
-capacity either way), since that is what finishing the grid costs; the grid is the one of
+time), target ≥ 5× more runs per minute on this CPU. Two figures each way: "cold", compilation
+included (one program per capacity either way: what finishing a small grid costs), and "warm", the
+same grid again with the programs compiled (what a large grid, whose compile time is negligible
+against its training, costs per run). The grid is the one of
 `experiments/_bengio20_grid.py` at `--scale` (default cpu) for the `--tasks` given (default the
 supervised ones; the agents' programs are vmapped over seeds only, see tdjax/train/sweep.py).
 
@@ -38,25 +40,28 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     cfg = bgrid.tiny() if args.scale == "tiny" else bgrid.config(args.scale)
     print(f"load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
           f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}")
-    print("| task | capacities | runs | vmapped: s | runs/min | one by one: s | runs/min | ratio |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| task | capacities | runs | vmapped cold s | warm s | warm runs/min | one by one cold s | warm s | "
+          "warm runs/min | ratio cold | ratio warm |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     out = {}
     for task in args.tasks:
         base, grid = bgrid.task_base(cfg, task)
-        if args.max_programs is not None:
-            caps = [(h, l) for h in grid.n_hidden for l in grid.n_layers][: args.max_programs]
-            grid = grid.replace(n_hidden=tuple(sorted({h for h, _ in caps})), n_layers=(caps[0][1],))
+        if args.max_programs is not None:  # the first capacities: the smallest n_h with every n_L
+            grid = grid.replace(n_hidden=grid.n_hidden[: max(1, args.max_programs // len(grid.n_layers))])
         times = {}
         for vmapped in (True, False):
-            t0 = time.perf_counter()
-            rows = run_grid(base, grid, jax.random.key(0), None, vmapped=vmapped, eval_images=cfg.eval_images)
-            times[vmapped] = (time.perf_counter() - t0, len(rows))
-        (tv, n), (tl, _) = times[True], times[False]
-        ratio = tl / tv
+            for warm in (False, True):
+                t0 = time.perf_counter()
+                rows = run_grid(base, grid, jax.random.key(0), None, vmapped=vmapped, eval_images=cfg.eval_images)
+                times[vmapped, warm] = time.perf_counter() - t0
+        n = len(rows)
+        cold, warm = times[False, False] / times[True, False], times[False, True] / times[True, True]
         caps = len(grid.n_hidden) * len(grid.n_layers)
-        print(f"| {task} | {caps} | {n} | {tv:.1f} | {60 * n / tv:.1f} | {tl:.1f} | {60 * n / tl:.1f} | "
-              f"{ratio:.1f}× |", flush=True)
-        out[task] = dict(runs=n, vmapped_s=tv, looped_s=tl, ratio=ratio)
+        print(f"| {task} | {caps} | {n} | {times[True, False]:.1f} | {times[True, True]:.1f} | "
+              f"{60 * n / times[True, True]:.0f} | {times[False, False]:.1f} | {times[False, True]:.1f} | "
+              f"{60 * n / times[False, True]:.0f} | {cold:.1f}× | {warm:.1f}× |", flush=True)
+        out[task] = dict(runs=n, times={f"{'vmapped' if v else 'looped'}_{'warm' if w else 'cold'}": t
+                                        for (v, w), t in times.items()}, ratio_cold=cold, ratio_warm=warm)
     return out
 
 

@@ -46,17 +46,17 @@ class Config:
     regression_data: str = "diabetes"  # regression data: diabetes (stand-in), sarcos, california
     image_grid: GridConfig = GridConfig(n_hidden=(4, 8), n_layers=(0, 1), n_train=(20, 100, 500), seeds=2)
     regression_grid: GridConfig = GridConfig(n_hidden=(16, 64), n_layers=(0, 1), n_train=(20, 100, 300), seeds=2)
-    rl_grid: GridConfig = GridConfig(n_hidden=(4, 8), n_layers=(0,), n_train=(20, 100, 500), seeds=2)
+    rl_grid: GridConfig = GridConfig(n_hidden=(4, 8), n_layers=(0,), n_train=(20, 500), seeds=2)
     classifier: SupervisedConfig = SupervisedConfig(num_updates=300, eval_interval=100, batch_size=32, lr=1e-3,
                                                     probe_k=48)
     regressor: SupervisedConfig = SupervisedConfig(num_updates=300, eval_interval=50, batch_size=32, lr=1e-3,
                                                    probe_k=48)
-    ddqn: ValueConfig = ValueConfig(algo="double_dqn", network="bengio_cnn", num_envs=8, total_steps=8_000,
+    ddqn: ValueConfig = ValueConfig(algo="double_dqn", network="bengio_cnn", num_envs=8, total_steps=6_000,
                                     buffer_size=4_000, batch_size=32, learning_starts=500, train_frequency=1,
-                                    target_update_interval=100, lr=1e-3, gamma=0.9, eps_decay_steps=4_000,
+                                    target_update_interval=100, lr=1e-3, gamma=0.9, eps_decay_steps=3_000,
                                     eps_end=0.05, max_grad_norm=None, probe_interval=0)
     reinforce: ActorCriticConfig = ActorCriticConfig(algo="reinforce", network="bengio_cnn", num_envs=8,
-                                                     num_steps=20, total_steps=8_000, lr=1e-3, gamma=0.9)
+                                                     num_steps=20, total_steps=6_000, lr=1e-3, gamma=0.9)
     eval_images: int = 200  # agents: images (episodes) of the train and test returns
     seed: int = 0  # root seed of every run (cell seed s uses fold_in(key(seed), s))
     num_resamples: int = 1000  # bootstrap resamples of the 90% intervals
@@ -64,7 +64,7 @@ class Config:
 
 
 def config(scale: str = "smoke") -> Config:
-    """`smoke`: the stand-ins, 2 capacities × 2 depths × 3 n_T × 2 seeds (RL: 2 × 1 × 3 × 2), minutes;
+    """`smoke`: the stand-ins, 2 capacities × 2 depths × 3 n_T × 2 seeds (RL: 2 × 1 × 2 × 2), minutes;
     `cpu`: more n_T, 3 seeds and longer runs (~10-20 min on 2 cores); `paper`: `paper_config()`."""
     if scale not in SCALES:
         raise ValueError(f"bengio20: scale must be one of {SCALES}, got {scale!r}.")
