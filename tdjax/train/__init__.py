@@ -5,6 +5,8 @@
     (`tdjax.train.value_based`); `ActorCriticConfig` → the actor-critic loop for PPO, DAAC and
     REINFORCE (`tdjax.train.actor_critic`); `SupervisedConfig` → classification and regression
     (`tdjax.train.supervised`, Bengio et al. 2020 §4).
+  * `sweep.run_grid`: grids of runs n_h × n_L × n_T × seeds, one vmapped program per capacity,
+    resumable rows in one CSV (docs/sweeps.md).
   * `core`: what every family shares (agent interface, episode bookkeeping, optimizer, networks,
     config checks); `mesh`: the ("seeds", "data") device mesh; `host_loop`: the CPU loop structure
     (`config.loop="host"`), `run_iterations` picks it.
@@ -23,6 +25,7 @@ from tdjax.train import replay as replay
 from tdjax.train import value_based as value_based
 from tdjax.train import actor_critic as actor_critic
 from tdjax.train import supervised as supervised
+from tdjax.train import sweep as sweep
 from tdjax.train.actor_critic import ActorCriticAgent as ActorCriticAgent
 from tdjax.train.actor_critic import ActorCriticConfig as ActorCriticConfig
 from tdjax.train.actor_critic import ActorCriticMetrics as ActorCriticMetrics
@@ -79,6 +82,7 @@ __all__ = [
     "generalization_gap",
     "ppo_procgen_paper_config",
     "supervised",
+    "sweep",
     "SupervisedConfig",
     "SupervisedMetrics",
 ]
