@@ -71,7 +71,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         argv = ["--out", str(out / name)] + (["--no-progress"] if args.no_progress else [])
         if args.scale in experiment.scale_names:
             argv += ["--scale", args.scale]
-        if hasattr(experiment.base_config(TINY), "grid_dir"):  # Bengio Figs 1, 2, 8, 9 share one grid
+        tiny = getattr(experiment, "tiny", None)
+        if tiny is not None and hasattr(tiny(), "grid_dir"):  # Bengio Figs 1, 2, 8, 9 share one grid
             argv += ["--grid-dir", str(out / "bengio20_grid")]
         claims = experiment.main(argv)
         held = [c for c in claims.items if c["held"] is not None]
