@@ -192,7 +192,9 @@ def load_svhn(data_dir: Optional[str] = None) -> Dataset:
 
 @functools.lru_cache(maxsize=1)
 def _load_digits32() -> Dataset:
-    from sklearn.datasets import load_digits  # deferred: scikit-learn is an optional dependency
+    from sklearn.datasets import (
+        load_digits,  # deferred: scikit-learn is an optional dependency
+    )
 
     d = load_digits()
     pix = np.round(np.asarray(d.images, np.float64) * (255.0 / 16.0)).astype(np.uint8)  # 0…16 → 0…255

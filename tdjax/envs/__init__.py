@@ -25,6 +25,7 @@ from tdjax.envs._gymnax import make as make
 from tdjax.envs._gymnax import spec as spec
 from tdjax.envs._masked_image import MOVE_NAMES as MOVE_NAMES
 from tdjax.envs._masked_image import MaskedImageEnv as MaskedImageEnv
+from tdjax.envs._masked_image import MaskedImageEpisodes as MaskedImageEpisodes
 from tdjax.envs._masked_image import MaskedImageState as MaskedImageState
 from tdjax.envs._registry import MASKED_IMAGE_OPTIONS as MASKED_IMAGE_OPTIONS
 from tdjax.envs._registry import RegisteredEnv as RegisteredEnv
@@ -41,7 +42,7 @@ from tdjax.envs._vec import make_vec as make_vec
 from tdjax.envs._vec import vec_spec as vec_spec
 
 __all__ = ["ATARI_DEFAULTS", "ENV_NAMES", "EnvSpec", "EnvStep", "JaxEnv", "MASKED_IMAGE_OPTIONS", "MOVE_NAMES",
-           "MaskedImageEnv", "MaskedImageState", "PROCGEN_GAMES", "RegisteredEnv", "VecEnv", "check_env_name",
+           "MaskedImageEnv", "MaskedImageEpisodes", "MaskedImageState", "PROCGEN_GAMES", "RegisteredEnv", "VecEnv", "check_env_name",
            "check_name", "is_envpool_name", "make", "make_envpool", "make_vec", "procgen_id", "register_env",
            "register_masked_image_env", "registered_env", "registered_env_names", "spec", "test_env_options",
            "vec_spec"]

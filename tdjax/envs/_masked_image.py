@@ -18,7 +18,7 @@ import numpy as np
 
 from tdjax.envs._gymnax import EnvStep
 
-__all__ = ["MaskedImageEnv", "MaskedImageState", "NUM_MOVES", "MOVE_NAMES"]
+__all__ = ["MaskedImageEnv", "MaskedImageState", "MaskedImageEpisodes", "NUM_MOVES", "MOVE_NAMES"]
 
 NUM_MOVES = 4
 MOVE_NAMES: Tuple[str, ...] = ("up", "down", "left", "right")
@@ -34,6 +34,16 @@ class MaskedImageState(NamedTuple):
     pos: jax.Array  # shape=[2], int32. Centre (row, column) of the current window.
     revealed: jax.Array  # shape=[H, W], bool. Pixels seen so far in this episode.
     t: jax.Array  # shape=(), int32. Steps taken in this episode.
+
+
+class MaskedImageEpisodes(NamedTuple):
+    """One episode on each of K images (`MaskedImageEnv.play`)."""
+
+    image_index: jax.Array  # shape=[K], int32. The images (seeds).
+    episode_return: jax.Array  # shape=[K], float32. Undiscounted return Σₜ rₜ₊₁.
+    discounted_return: jax.Array  # shape=[K], float32. Σₜ γᵗ rₜ₊₁.
+    correct: jax.Array  # shape=[K], bool. The episode ended on the right class.
+    length: jax.Array  # shape=[K], int32. Steps taken (≤ max_steps).
 
 
 def _window(pos: jax.Array, size: int, shape: Tuple[int, int]) -> jax.Array:
@@ -144,6 +154,8 @@ class MaskedImageEnv:
             idx = np.arange(n)
         else:
             idx = np.asarray(self.indices)
+            if idx.size == 0:
+                idx = idx.astype(np.int64)
             if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
                 raise ValueError(f"MaskedImageEnv: indices must be a 1-D sequence of image indices, got {idx!r:.80}.")
         if idx.size == 0:
@@ -231,3 +243,39 @@ class MaskedImageEnv:
         step = EnvStep(obs=obs, reward=reward, terminated=terminated, truncated=truncated, next_obs=next_obs,
                        valid=jnp.ones((), bool), episode_end=done, raw_reward=reward)
         return state, step
+
+    def play(self, act_fn: Any, slots: Optional[jax.Array] = None, gamma: float = 1.0) -> MaskedImageEpisodes:
+        """One episode on each image `indices[slots]` (all K by default), actions from `act_fn`.
+
+        How the authors measure an agent's train and test performance (`run_test` in their
+        cifar_ddqn.py: the greedy policy, one episode per image): e.g. with a Q network,
+        `act_fn = lambda obs: jnp.argmax(q_fn(params, obs * env.obs_scale))`.
+
+        Args:
+          act_fn: obs [H, W, 1 + C] float32 (environment units) → action () int32; traced, vmapped
+            over the images.
+          slots: [K] positions in `indices` (default: all of them).
+          gamma: discount of `discounted_return`.
+        Returns a `MaskedImageEpisodes` with [K] fields; accuracy = `correct.mean()`.
+        """
+        slots = jnp.arange(self.num_images) if slots is None else jnp.asarray(slots, jnp.int32)
+
+        def one(slot):
+            state, obs = self.reset_to(slot)
+
+            def body(carry, _):
+                state, obs, done, ret, disc, power, correct, length = carry
+                state2, obs2, r, term, trunc = self.transition(state, act_fn(obs))
+                live = ~done
+                carry = (state2, obs2, done | term | trunc, ret + jnp.where(live, r, 0.0),
+                         disc + jnp.where(live, power * r, 0.0), power * gamma, correct | (live & term),
+                         length + live.astype(jnp.int32))
+                return carry, None
+
+            z = jnp.zeros((), jnp.float32)
+            init = (state, obs, jnp.zeros((), bool), z, z, jnp.ones((), jnp.float32), jnp.zeros((), bool),
+                    jnp.zeros((), jnp.int32))
+            (state, _, _, ret, disc, _, correct, length), _ = jax.lax.scan(body, init, None, length=self.max_steps)
+            return MaskedImageEpisodes(state.image_index, ret, disc, correct, length)
+
+        return jax.vmap(one)(slots)

@@ -30,12 +30,13 @@ Every module takes one observation or any number of leading batch axes; uint8 im
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tdjax.networks._conv import PatchConv
 from tdjax.networks.bengio import BengioCNNTorso
 
 __all__ = [
@@ -74,31 +75,6 @@ class MLPTorso(nn.Module):
         for h in self.hidden:
             x = nn.relu(nn.Dense(h)(x))
         return x
-
-
-class PatchConv(nn.Module):
-    """A stride-1 VALID convolution computed as shifted slices (im2col) and ONE matmul.
-
-    Computes exactly what `nn.Conv(features, (kh, kw), padding="VALID")` computes, with the same
-    parameters (kernel [kh, kw, C, features], bias [features]). It exists because XLA:CPU runs
-    convolutions inside loop bodies (`lax.scan`, i.e. every training loop) about 10× slower than at top
-    level (jax-ml/jax#12868), while slices and matmuls are unaffected; on MinAtar's 10×10 inputs the
-    patches are small.
-    """
-
-    features: int
-    kernel_size: Tuple[int, int] = (3, 3)
-
-    @nn.compact
-    def __call__(self, x):
-        kh, kw = self.kernel_size
-        c = x.shape[-1]
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (kh, kw, c, self.features))
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        h, w = x.shape[-3] - kh + 1, x.shape[-2] - kw + 1
-        # patch channels ordered (i, j, c), matching kernel.reshape(kh * kw * c, features)
-        patches = jnp.concatenate([x[..., i : i + h, j : j + w, :] for i in range(kh) for j in range(kw)], axis=-1)
-        return patches @ kernel.reshape(kh * kw * c, self.features) + bias
 
 
 class MinAtarTorso(nn.Module):
