@@ -25,7 +25,8 @@ from tdjax.report import OutputFolderError, atomic_write_bytes, check_writable
 
 # Ordered: the cheap closed-form figures first.
 EXPERIMENTS: list[str] = ["lyle22_fig1", "lyle22_fig9", "lyle22_fig10", "lyle22_fig2", "lyle22_fig3", "lyle22_fig8",
-                          "lyle22_fig12", "lyle22_fig4", "lyle22_fig5", "lyle22_fig11"]
+                          "lyle22_fig12", "lyle22_fig4", "lyle22_fig5", "lyle22_fig11", "bengio20_fig1",
+                          "bengio20_fig2", "bengio20_fig8", "bengio20_fig9"]
 TRAINING_SCALES = ("smoke", "cpu", "paper", TINY)
 
 
@@ -70,6 +71,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         argv = ["--out", str(out / name)] + (["--no-progress"] if args.no_progress else [])
         if args.scale in experiment.scale_names:
             argv += ["--scale", args.scale]
+        tiny = getattr(experiment, "tiny", None)
+        if tiny is not None and hasattr(tiny(), "grid_dir"):  # Bengio Figs 1, 2, 8, 9 share one grid
+            argv += ["--grid-dir", str(out / "bengio20_grid")]
         claims = experiment.main(argv)
         held = [c for c in claims.items if c["held"] is not None]
         n_ok = sum(c["held"] for c in held)

@@ -42,6 +42,11 @@ from tdjax._src.gradients import interference_derivative as interference_derivat
 from tdjax._src.gradients import interference_derivative_terms as interference_derivative_terms
 from tdjax._src.gradients import td_sign_variance as td_sign_variance
 
+# correlation
+from tdjax._src.correlation import CorrelationInterval as CorrelationInterval
+from tdjax._src.correlation import pearson_r as pearson_r
+from tdjax._src.correlation import interference_gap_correlation as interference_gap_correlation
+
 # layerwise
 from tdjax._src.layerwise import LayerwiseUnsupported as LayerwiseUnsupported
 from tdjax._src.layerwise import layerwise_per_example_grads as layerwise_per_example_grads
@@ -143,6 +148,9 @@ __all__ = [
     "interference_derivative",
     "interference_derivative_terms",
     "td_sign_variance",
+    "CorrelationInterval",
+    "pearson_r",
+    "interference_gap_correlation",
     "LayerwiseUnsupported",
     "layerwise_per_example_grads",
     "layerwise_gram",

@@ -5,7 +5,7 @@ import importlib
 import tdjax
 
 MODULES = ["outputs", "losses", "gradients", "layerwise", "update_matrix", "dynamics", "mdp", "returns", "metrics",
-           "robustness"]
+           "robustness", "correlation"]
 
 # Names used by checks outside this repository (issues 2, 3, 11 and 12).
 REQUIRED = """
@@ -19,6 +19,7 @@ td_value_trajectory mc_value_trajectory kernel_td_trajectory kernel_mc_trajector
 generalized_advantage_estimation lambda_returns
 perturbation_robustness interpolation_consistency
 loss_change_by_offset stiffness_by_offset singular_value_spread
+interference_gap_correlation
 """.split()
 
 

@@ -3,7 +3,10 @@
   * `make_train`, `make_agent`: dispatch on the config's type to its family (`tdjax.train.core`):
     `ValueConfig` → the value-based loop for DQN, Double DQN, C51 and QR-DQN
     (`tdjax.train.value_based`); `ActorCriticConfig` → the actor-critic loop for PPO, DAAC and
-    REINFORCE (`tdjax.train.actor_critic`).
+    REINFORCE (`tdjax.train.actor_critic`); `SupervisedConfig` → classification and regression
+    (`tdjax.train.supervised`, Bengio et al. 2020 §4).
+  * `sweep.run_grid`: grids of runs n_h × n_L × n_T × seeds, one vmapped program per capacity,
+    resumable rows in one CSV (docs/sweeps.md).
   * `core`: what every family shares (agent interface, episode bookkeeping, optimizer, networks,
     config checks); `mesh`: the ("seeds", "data") device mesh; `host_loop`: the CPU loop structure
     (`config.loop="host"`), `run_iterations` picks it.
@@ -26,6 +29,8 @@ from tdjax.train import offline as offline
 from tdjax.train import offline_data as offline_data
 from tdjax.train import probes as probes
 from tdjax.train import replay as replay
+from tdjax.train import supervised as supervised
+from tdjax.train import sweep as sweep
 from tdjax.train import teacher as teacher
 from tdjax.train import value_based as value_based
 from tdjax.train.actor_critic import ActorCriticAgent as ActorCriticAgent
@@ -53,6 +58,8 @@ from tdjax.train.offline_data import load_dataset as load_dataset
 from tdjax.train.offline_data import save_dataset as save_dataset
 from tdjax.train.seeds import make_seed_runner as make_seed_runner
 from tdjax.train.seeds import train_seeds as train_seeds
+from tdjax.train.supervised import SupervisedConfig as SupervisedConfig
+from tdjax.train.supervised import SupervisedMetrics as SupervisedMetrics
 from tdjax.train.teacher import Teacher as Teacher
 from tdjax.train.teacher import load_teacher as load_teacher
 from tdjax.train.teacher import save_teacher as save_teacher
@@ -108,4 +115,8 @@ __all__ = [
     "load_teacher",
     "save_teacher",
     "teacher_from_params",
+    "supervised",
+    "sweep",
+    "SupervisedConfig",
+    "SupervisedMetrics",
 ]

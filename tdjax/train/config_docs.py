@@ -31,10 +31,12 @@ UNITS: Dict[str, str] = {
     # run length and data
     "total_steps": _ENV, "learning_starts": _ENV, "eps_decay_steps": _ENV,
     "num_steps": "vector steps per iteration", "eval_steps": "vector steps per evaluation",
-    "train_frequency": "vector steps per update", "buffer_size": "transitions", "batch_size": "transitions",
+    "train_frequency": "vector steps per update", "buffer_size": "transitions", "batch_size": "transitions / examples",
+    "num_updates": "gradient updates", "data": "name", "n_train": "examples (n_T)", "eval_chunk_size": "examples",
     # algorithm and network
     "algo": "choice", "network": "choice", "hidden": "units per layer", "optimizer": "choice",
     "cnn_width": "channels (n_h)", "cnn_extra_layers": "layers (n_L)",
+    "n_hidden": "units (channels) per layer", "n_layers": "layers",
     "loop": "choice",
     # maths
     "gamma": "discount (dimensionless)", "gae_lambda": "dimensionless", "lr": "step size",
@@ -50,14 +52,14 @@ UNITS: Dict[str, str] = {
     "daac_value_epochs": "epochs per critic update", "daac_value_freq": "iterations",
     "eval_interval": "iterations", "checkpoint_interval": "iterations",
     # probes
-    "probe_interval": "gradient updates (value loop) / iterations (actor-critic)", "probe_k": "transitions",
+    "probe_interval": "gradient updates (value loop) / iterations (actor-critic)", "probe_k": "transitions / examples",
     "probe_rank_eps": "fraction of the spectrum", "probe_srank_delta": "fraction of the spectrum",
     "probe_dormant_tau": "fraction of the mean activation", "probe_sign_window": "steps",
     "probe_sign_steps": "steps per environment", "probe_chunk_size": "examples", "probe_fresh": "flag",
     # devices
     "num_devices": "devices", "seed_devices": "devices",
     # offline loop
-    "teacher": "folder", "dataset": "folder", "objective": "choice", "num_updates": "gradient updates",
+    "teacher": "folder", "dataset": "folder", "objective": "choice",
     "td_lambda": "dimensionless", "bc_entropy_coef": "loss weight", "pd_entropy_coef": "loss weight",
     "momentum": "dimensionless", "collect": "flag", "collect_epsilon": "probability",
     "collect_frequency": "vector steps per update",
