@@ -361,8 +361,8 @@ def load(name: str, data_dir: Optional[str] = None, *, allow_standin: bool = Fal
         (`STANDINS`) instead of raising; the result's `is_standin` and `label` say so.
 
     Raises:
-      ValueError for an unknown name; `DataFileError` (a FileNotFoundError) naming the missing file and
-      where it comes from; ValueError for a file of the wrong format or shape.
+      ValueError: an unknown name, or a file of the wrong format or shape.
+      DataFileError: (a FileNotFoundError) a missing file, named with where it comes from.
     """
     if name in _STANDIN_LOADERS:
         return _STANDIN_LOADERS[name]()
