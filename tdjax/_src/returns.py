@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tdjax._src import validation
+
 Array = chex.Array
 Numeric = chex.Numeric
 
@@ -57,12 +59,15 @@ def _check(fn: str, rewards, discounts, values, bootstrap_value, lambda_):
         )
     if lambda_.shape not in ((), (t,)):
         raise ValueError(f"{fn}: `lambda_` must be a scalar or have shape {(t,)}, got {lambda_.shape}.")
-    try:
-        lam = np.asarray(lambda_)
-    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
-        lam = None  # traced: its value cannot be checked
-    if lam is not None and not np.all((lam >= 0.0) & (lam <= 1.0)):
-        raise ValueError(f"{fn}: `lambda_` must lie in [0, 1], got {lam}.")
+    validation.check_interval(fn, "lambda_", lambda_, 0.0, 1.0)
+    validation.check_interval(fn, "discounts", discounts, 0.0, 1.0,
+                              fix="pass γ·(1 − done) with γ in [0, 1]; 0 ends the episode")
+    d, lam = validation.concrete(discounts), validation.concrete(lambda_)
+    if d is not None and lam is not None and d.size:
+        decay = float(np.max(d.astype(np.float64) * np.broadcast_to(lam, d.shape)))
+        horizon = t if decay >= 1.0 else min(t, 1.0 / (1.0 - decay))
+        validation.check_precision(jnp.result_type(rewards, discounts, values, bootstrap_value), horizon,
+                                   "the effective horizon min(T, 1/(1 − max γλ)) of `discounts`·`lambda_`")
     dtype = jnp.result_type(rewards, discounts, values, bootstrap_value)
     return (rewards.astype(dtype), discounts.astype(dtype), values.astype(dtype), bootstrap_value.astype(dtype),
             jnp.broadcast_to(lambda_.astype(dtype), (t,)))
@@ -97,10 +102,18 @@ def generalized_advantage_estimation(
       [T] Âₜ. Gradients flow into `values` and `bootstrap_value` (stop them yourself for targets).
 
     Raises:
-      ValueError: an argument has the wrong rank or shape (named), or a concrete λ lies outside [0, 1].
+      ValueError: an argument has the wrong rank or shape (named), or a concrete λ or discount lies
+        outside [0, 1] (traced values are not checked).
+
+    Warns:
+      PrecisionWarning: concrete discounts and λ whose effective horizon min(T, 1/(1 − max γλ)) makes
+        the float32 recursion lose more than 1e-4 relative accuracy; compute in float64.
     """
     fn = "generalized_advantage_estimation"
-    r, d, v, v_boot, lam = _check(fn, rewards, discounts, values, bootstrap_value, lambda_)
+    return _gae(*_check(fn, rewards, discounts, values, bootstrap_value, lambda_))
+
+
+def _gae(r, d, v, v_boot, lam):
     v_next = jnp.concatenate([v[1:], v_boot[None]])
     delta = r + d * v_next - v
 
@@ -137,4 +150,4 @@ def lambda_returns(
     """
     fn = "lambda_returns"
     r, d, v, v_boot, lam = _check(fn, rewards, discounts, values, bootstrap_value, lambda_)
-    return generalized_advantage_estimation(r, d, v, v_boot, lam) + v
+    return _gae(r, d, v, v_boot, lam) + v
