@@ -4,7 +4,7 @@ import importlib
 
 import tdjax
 
-MODULES = ["outputs", "losses", "gradients", "layerwise", "update_matrix", "dynamics", "mdp", "returns"]
+MODULES = ["checks", "outputs", "losses", "gradients", "layerwise", "update_matrix", "dynamics", "mdp", "returns"]
 
 # Names used by checks outside this repository (issues 2 and 3).
 REQUIRED = """

@@ -34,7 +34,45 @@ def leading_dim(tree: Any, name: str) -> int:
     if len(ks) != 1:
         detail = ", ".join(f"{p}: {k}" for p, k in sizes)
         raise ValueError(f"`{name}` leaves disagree on the number of examples k (leading axis): {detail}.")
-    return ks.pop()
+    k = ks.pop()
+    if k == 0:
+        raise ValueError(f"`{name}` is empty: its leading example axis has size 0. Fix: pass at least one example.")
+    return k
+
+
+def check_params(params: Any, fn_name: str, name: str = "params") -> None:
+    """`params` is a non-empty pytree of floating-point arrays (gradients need them)."""
+    if params is None:
+        raise ValueError(
+            f"{fn_name}: `{name}` is None. Fix: pass the parameter pytree θ that `apply_fn`/`loss_fn` take "
+            "(e.g. `params = net.init(key, x)`)."
+        )
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    if not leaves:
+        raise ValueError(f"{fn_name}: `{name}` has no array leaves: there is nothing to differentiate.")
+    for path, leaf in leaves:
+        dtype = jnp.result_type(leaf)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise ValueError(
+                f"{fn_name}: `{name}` leaf {jax.tree_util.keystr(path) or '<root>'} has dtype {dtype}: gradients "
+                f"need floating-point parameters. Fix: `jax.tree.map(lambda p: p.astype(jnp.float32), {name})`."
+            )
+
+
+def eval_on_example(fn: Any, args: tuple, fn_name: str, fn_arg: str, batch_arg: str) -> Any:
+    """`jax.eval_shape(fn, *args)` on one example's shapes; an error raised inside `fn` (an unbatched
+    input, a feature size the network does not take) is re-raised as a ValueError naming `batch_arg`."""
+    try:
+        return jax.eval_shape(fn, *args)
+    except (TypeError, ValueError, IndexError) as e:
+        shapes = jax.tree.map(lambda s: tuple(s.shape), args[1])
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ValueError(
+            f"{fn_name}: `{fn_arg}(params, x)` fails on one example of `{batch_arg}` (per-example shapes "
+            f"{shapes}): {type(e).__name__}: {first} Fix: `{batch_arg}` needs a leading example axis (one "
+            "entry per example) and per-example shapes the network takes; is it unbatched, or is its feature "
+            "size not the network's?"
+        ) from e
 
 
 def check_scalar(value: Any, fn_name: str, what: str = "loss_fn") -> None:
