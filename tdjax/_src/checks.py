@@ -15,7 +15,7 @@ trace inside `with debug_checks():` and wrap with `checkify.checkify(fn, errors=
     >>> loss = jax.jit(jax.vmap(tdjax.q_learning_loss))
     >>> q, a = jnp.zeros((2, 3)), jnp.array([0, 3])          # action 3 of 3 is out of range
     >>> float(loss(q, a, jnp.ones(2), jnp.ones(2), q).sum())  # unchecked: a number, silently
-    2.0
+    1.0
     >>> tdjax.checked(loss)(q, a, jnp.ones(2), jnp.ones(2), q)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...

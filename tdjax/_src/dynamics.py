@@ -161,27 +161,29 @@ def _check_times(ts: Any, fn: str, dtype: Any) -> jax.Array:
 
 
 def _check_mask(train_mask: Any, n: int, fn: str) -> jax.Array:
+    value = validation.concrete(train_mask)  # before jnp.asarray, which stages NumPy inputs under jit
     m = jnp.asarray(train_mask)
     if m.shape != (n,):
         raise ValueError(f"{fn}: `train_mask` must be a boolean array of shape ({n},) (one entry per state), "
                          f"got shape {m.shape}.")
     if not (m.dtype == jnp.bool_ or jnp.issubdtype(m.dtype, jnp.integer)):
         raise ValueError(f"{fn}: `train_mask` must be boolean, got dtype {m.dtype}.")
-    if m.dtype != jnp.bool_ and _is_concrete(m) and not np.all(np.isin(np.asarray(m), (0, 1))):
+    if m.dtype != jnp.bool_ and value is not None and not np.all(np.isin(value, (0, 1))):
         raise ValueError(f"{fn}: `train_mask` holds integers other than 0 and 1.")
-    if _is_concrete(m) and not np.any(np.asarray(m)):
+    if value is not None and not np.any(value):
         validation.warn("`train_mask` is all False: no state is trained, so the values never move "
                         "from v0. Fix: mark the training states True.", InputWarning)
     return m.astype(bool)
 
 
 def _check_kernel(K: Any, n: int, fn: str, dtype: Any, symmetric: bool) -> jax.Array:
+    value = validation.concrete(K)  # before jnp.asarray, which stages NumPy inputs under jit
     K = jnp.asarray(K)
     if K.shape != (n, n):
         raise ValueError(f"{fn}: `K` must be the [n, n] = {(n, n)} kernel over all states, got {K.shape}.")
     K = K.astype(dtype)
-    if _is_concrete(K):
-        Kn = np.asarray(K)
+    if value is not None:
+        Kn = value.astype(jnp.dtype(dtype))
         if not np.all(np.isfinite(Kn)):
             raise ValueError(f"{fn}: `K` has non-finite entries.")
         tol = _value_tol(Kn.dtype) * max(1.0, float(np.max(np.abs(Kn))))
@@ -1089,7 +1091,7 @@ def _euler(kind: str, ops: tuple, v0: jax.Array, step_size, num_steps: int, fn: 
     h = validation.concrete(step_size)
     if h is not None and (h.ndim != 0 or not (np.isfinite(h) and float(h) > 0)):
         raise ValueError(f"{fn}: `step_size` must be a positive scalar (the learning rate h), got {step_size!r}. "
-                         "A negative step runs the dynamics backwards (away from the fixed point).")
+                         "A zero step never moves; a negative one runs the dynamics backwards, away from the fixed point.")
     return _euler_jit(kind, ops, v0, jnp.asarray(step_size, v0.dtype), int(num_steps))
 
 

@@ -63,6 +63,7 @@ def _value_tol(dtype: Any) -> float:
 
 
 def _check_matrix(P: Any, name: str, fn: str, dtype: Any = None, stochastic: bool = True) -> jax.Array:
+    value = validation.concrete(P)  # before jnp.asarray, which stages NumPy inputs under jit
     P = jnp.asarray(P)
     if jnp.issubdtype(P.dtype, jnp.complexfloating):
         raise ValueError(f"{fn}: `{name}` must be real, got dtype {P.dtype}.")
@@ -71,8 +72,8 @@ def _check_matrix(P: Any, name: str, fn: str, dtype: Any = None, stochastic: boo
         raise ValueError(f"{fn}: `{name}` must be a square [n, n] matrix, got shape {P.shape}.")
     if P.shape[0] == 0:
         raise ValueError(f"{fn}: `{name}` is empty (shape {P.shape}).")
-    if stochastic and _is_concrete(P):
-        _check_stochastic_values(np.asarray(P), name, fn)
+    if stochastic and value is not None:
+        _check_stochastic_values(value.astype(jnp.dtype(P.dtype)), name, fn)
     return P
 
 
@@ -107,13 +108,14 @@ def check_transition_matrix(P: Any, name: str = "P") -> None:
 
 
 def _check_gamma(gamma: Any, fn: str, dtype: Any) -> jax.Array:
+    value = validation.concrete(gamma)  # before jnp.asarray, which stages a Python float under jit
     g = jnp.asarray(gamma)
     if g.shape != ():
         raise ValueError(f"{fn}: `gamma` must be a scalar, got shape {g.shape}.")
-    if not _is_concrete(g):
+    if value is None:
         validation.check_interval(fn, "gamma", g, 0.0, 1.0, closed_hi=False)
     else:
-        gv = float(g)
+        gv = float(value)
         if not (0.0 <= gv < 1.0):
             raise ValueError(f"{fn}: `gamma` must lie in [0, 1), got {gv}.")
         validation.check_precision(dtype, 1.0 / (1.0 - gv), f"`gamma` = {gv:g}: the horizon 1/(1 − γ)")
@@ -121,12 +123,12 @@ def _check_gamma(gamma: Any, fn: str, dtype: Any) -> jax.Array:
 
 
 def _check_vector(v: Any, n: int, name: str, fn: str, dtype: Any) -> jax.Array:
+    value = validation.concrete(v)  # before jnp.asarray, which stages NumPy inputs under jit
     v = jnp.asarray(v)
     if jnp.issubdtype(v.dtype, jnp.complexfloating):
         raise ValueError(f"{fn}: `{name}` must be real, got dtype {v.dtype}.")
     if v.shape != (n,):
         raise ValueError(f"{fn}: `{name}` must have shape ({n},) (one entry per state), got {v.shape}.")
-    value = validation.concrete(v)
     if value is not None and not np.all(np.isfinite(value)):
         raise ValueError(f"{fn}: `{name}` has non-finite entries (NaN or inf) at states "
                          f"{np.flatnonzero(~np.isfinite(value))[:5].tolist()}.")

@@ -39,6 +39,11 @@ def _float(name: str, fn: str, x) -> Array:
 
 
 def _check(fn: str, rewards, discounts, values, bootstrap_value, lambda_):
+    # values first: jnp.asarray stages even NumPy inputs under jit
+    d, lam = validation.concrete(discounts), validation.concrete(lambda_)
+    validation.check_interval(fn, "lambda_", lambda_, 0.0, 1.0)
+    validation.check_interval(fn, "discounts", discounts, 0.0, 1.0,
+                              fix="pass γ·(1 − done) with γ in [0, 1]; 0 ends the episode")
     rewards, discounts, values = (_float(n, fn, x) for n, x in
                                   (("rewards", rewards), ("discounts", discounts), ("values", values)))
     bootstrap_value = _float("bootstrap_value", fn, bootstrap_value)
@@ -59,10 +64,6 @@ def _check(fn: str, rewards, discounts, values, bootstrap_value, lambda_):
         )
     if lambda_.shape not in ((), (t,)):
         raise ValueError(f"{fn}: `lambda_` must be a scalar or have shape {(t,)}, got {lambda_.shape}.")
-    validation.check_interval(fn, "lambda_", lambda_, 0.0, 1.0)
-    validation.check_interval(fn, "discounts", discounts, 0.0, 1.0,
-                              fix="pass γ·(1 − done) with γ in [0, 1]; 0 ends the episode")
-    d, lam = validation.concrete(discounts), validation.concrete(lambda_)
     if d is not None and lam is not None and d.size:
         decay = float(np.max(d.astype(np.float64) * np.broadcast_to(lam, d.shape)))
         horizon = t if decay >= 1.0 else min(t, 1.0 / (1.0 - decay))

@@ -147,13 +147,13 @@ def check_index(fn: str, name: str, idx: Any, n: int, what: str = "actions", lo:
     Concrete: a ValueError naming `name`. Traced: unchecked by default (JAX clamps or wraps a bad index
     silently); with `tdjax.debug_checks()` on, a `checkify.check` that names `name`.
     """
+    value = concrete(idx)  # before jnp.asarray, which stages even a Python int under jit
     idx = jnp.asarray(idx)
     if not jnp.issubdtype(idx.dtype, jnp.integer):
         raise ValueError(
             f"{fn}: `{name}` must be an integer index into {n} {what}, got dtype {idx.dtype}. "
             f"Fix: pass an int array (e.g. `{name}.astype(jnp.int32)`)."
         )
-    value = concrete(idx)
     if value is not None:
         if value.size and not np.all((lo <= value) & (value < n)):
             bad = value[(value < lo) | (value >= n)]
