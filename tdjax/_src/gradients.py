@@ -420,10 +420,13 @@ def interference_derivative(
     loss3 = _with_target(loss_fn, moving_target)
     try:
         _check_scalar_fn(loss3, (params, _example_spec(batch_a), params), fn_name, "loss_fn", "batch_a")
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
+        cause = e if isinstance(e, TypeError) else e.__cause__  # eval_on_example wraps the TypeError
+        if not isinstance(cause, TypeError):
+            raise
         form = "(params, example, target_params)" if moving_target else "(params, example)"
         raise ValueError(
-            f"{fn_name}: calling `loss_fn` as loss_fn{form} failed ({e}). With moving_target="
+            f"{fn_name}: calling `loss_fn` as loss_fn{form} failed ({cause}). With moving_target="
             f"{moving_target}, `loss_fn` must take {form}; see the docstring for the TD convention."
         ) from e
 
