@@ -34,8 +34,12 @@ with transient flows (e.g. `mountain_car_mdp` under a good policy) are typically
 Precision. Everything runs in the dtype of the inputs (float32 unless x64 is on). Use float64
 (`with jax.enable_x64(True): ...`) for γ near 1 (errors grow like 1/(1 − γ)), long horizons (the slow
 components decay like e^{−t(1−γ)} and must stay resolved), and eigenvector matrices with condition
-above ~1e3. Value checks (row sums, γ ∈ [0, 1), ts ≥ 0, symmetric K) run on concrete inputs; under
-`jax.jit` only shapes are checked, at trace time.
+above ~1e3; a concrete γ whose horizon 1/(1 − γ) is too long for the dtype gives a `PrecisionWarning`.
+Value checks (row sums, γ ∈ [0, 1), ts ≥ 0, finite inputs, a positive step size; an `InputWarning` for a
+kernel that is not symmetric PSD or an all-False train mask) run on concrete inputs, NumPy arrays closed
+over by a jitted function included; under `jax.jit` traced inputs get shape checks only, except that NaN
+or inf in them is reported at run time as a `NonFiniteInputWarning` (and keeps them off the fallback
+paths, whose warnings would blame conditioning). See docs/bad_inputs.md.
 """
 
 from __future__ import annotations
