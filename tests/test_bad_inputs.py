@@ -108,7 +108,8 @@ CASES = [
          RUNTIME, "action", "range"),
     Case("per_example_grads_action", "indices", "`per_example_grads` of a Q-learning loss on a batch with action 5 of 2, "
          "through `tdjax.checked`",
-         lambda: tdjax.checked(lambda p, b: tdjax.per_example_grads(_q_loss, p, b))(PARAMS, (XS, jnp.array([0, 1, 1, 5]))),
+         lambda: tdjax.checked(lambda p, b: tdjax.per_example_grads(_q_loss, p, b, method="vmap"))(
+             PARAMS, (XS, jnp.array([0, 1, 1, 5]))),
          RUNTIME, "a_tm1", "range"),
     Case("update_matrix_action", "indices", "`update_matrix` of a Q-learning loss on a batch with action 5 of 2, "
          "through `tdjax.checked`",
@@ -149,8 +150,8 @@ CASES = [
     Case("krylov_dim", "domain", "`kernel_td_trajectory` with krylov_dim = 0",
          lambda: tdjax.kernel_td_trajectory(np.eye(6), P6, R6, 0.9, ALL, V0, TS, krylov_dim=0), ValueError, "krylov_dim",
          "int"),
-    Case("kernel_td_not_psd", "domain", "`kernel_td_trajectory` with K = −I (not PSD)",
-         lambda: tdjax.kernel_td_trajectory(-np.eye(6), P6, R6, 0.9, ALL, V0, TS), tdjax.InputWarning, "K"),
+    Case("kernel_td_not_psd", "domain", "`kernel_td_dynamics` with K = −I (not PSD)",
+         lambda: tdjax.kernel_td_dynamics(-np.eye(6), P6, R6, 0.9, ALL).eigenvalues, tdjax.InputWarning, "K"),
     Case("kernel_td_asym", "domain", "`kernel_td_dynamics` with a non-symmetric K",
          lambda: tdjax.kernel_td_dynamics(np.triu(np.ones((6, 6))), P6, R6, 0.9, ALL), tdjax.InputWarning, "K"),
     Case("kernel_mc_not_psd", "domain", "`kernel_mc_trajectory` with K = −I (not PSD)",
@@ -177,8 +178,8 @@ CASES = [
     Case("nan_v0_jit", "nan", "`jit(td_value_trajectory)` with a NaN in v0",
          lambda: jax.jit(tdjax.td_value_trajectory)(P6, R6, 0.9, _nan_at(V0, 0), TS), tdjax.NonFiniteInputWarning,
          "v0", "isfinite"),
-    Case("nan_K_jit", "nan", "`jit(kernel_td_trajectory)` with a NaN in K",
-         lambda: jax.jit(tdjax.kernel_td_trajectory)(_nan_at(np.eye(6), (1, 1)), P6, R6, 0.9, ALL, V0, TS),
+    Case("nan_K_jit", "nan", "`jit(kernel_mc_dynamics)` with a NaN in K",
+         lambda: jax.jit(lambda K: tdjax.kernel_mc_dynamics(K, R6, ALL).eigenvalues)(_nan_at(np.eye(6), (1, 1))),
          tdjax.NonFiniteInputWarning, "K", "isfinite"),
     Case("nan_r_eager", "nan", "`td_value_trajectory` with a NaN in r (outside jit)",
          lambda: tdjax.td_value_trajectory(P6, _nan_at(R6, 2), 0.9, V0, TS), ValueError, "r", None),
