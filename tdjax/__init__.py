@@ -7,6 +7,14 @@ analysis library below is pure functions; training loops live in `tdjax.train`, 
 """
 
 
+# checks
+from tdjax._src.checks import InputWarning as InputWarning
+from tdjax._src.checks import NonFiniteInputWarning as NonFiniteInputWarning
+from tdjax._src.checks import PrecisionWarning as PrecisionWarning
+from tdjax._src.checks import debug_checks as debug_checks
+from tdjax._src.checks import debug_checks_enabled as debug_checks_enabled
+from tdjax._src.checks import checked as checked
+
 # outputs
 from tdjax._src.outputs import expected_q as expected_q
 from tdjax._src.outputs import reduce_output as reduce_output
@@ -121,6 +129,12 @@ from tdjax._src.robustness import interpolation_consistency as interpolation_con
 __version__ = "0.1.0"
 
 __all__ = [
+    "InputWarning",
+    "NonFiniteInputWarning",
+    "PrecisionWarning",
+    "debug_checks",
+    "debug_checks_enabled",
+    "checked",
     "expected_q",
     "reduce_output",
     "scalar_output_fn",

@@ -4,8 +4,8 @@ import importlib
 
 import tdjax
 
-MODULES = ["outputs", "losses", "gradients", "layerwise", "update_matrix", "dynamics", "mdp", "returns", "metrics",
-           "robustness", "correlation"]
+MODULES = ["checks", "outputs", "losses", "gradients", "layerwise", "update_matrix", "dynamics", "mdp", "returns",
+           "metrics", "robustness", "correlation"]
 
 # Names used by checks outside this repository (issues 2, 3, 11 and 12).
 REQUIRED = """

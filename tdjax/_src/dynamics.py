@@ -34,9 +34,12 @@ with transient flows (e.g. `mountain_car_mdp` under a good policy) are typically
 Precision. Everything runs in the dtype of the inputs (float32 unless x64 is on). Use float64
 (`with jax.enable_x64(True): ...`) for γ near 1 (errors grow like 1/(1 − γ)), long horizons (the slow
 components decay like e^{−t(1−γ)} and must stay resolved), and eigenvector matrices with condition
-above ~1e3. Value checks (row sums, γ ∈ [0, 1), ts ≥ 0; a symmetric K in the closed-form kernel MC flow,
-while kernel TD and the Euler steps accept any square K) run on concrete inputs; under
-`jax.jit` only shapes are checked, at trace time.
+above ~1e3; a concrete γ whose horizon 1/(1 − γ) is too long for the dtype gives a `PrecisionWarning`.
+Value checks (row sums, γ ∈ [0, 1), ts ≥ 0, finite inputs, a positive step size; an `InputWarning` for a
+kernel that is not symmetric PSD or an all-False train mask) run on concrete inputs, NumPy arrays closed
+over by a jitted function included; under `jax.jit` traced inputs get shape checks only, except that NaN
+or inf in them is reported at run time as a `NonFiniteInputWarning` (and keeps them off the fallback
+paths, whose warnings would blame conditioning). See docs/bad_inputs.md.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tdjax._src import validation
+from tdjax._src.checks import InputWarning
 from tdjax._src.mdp import (
     _check_gamma,
     _check_matrix,
@@ -142,6 +147,11 @@ def _select(use_fallback: jax.Array, fallback: Callable[[], Any], main: Callable
     return jax.lax.cond(use_fallback, warned_fallback, main)
 
 
+def _finite(*xs: Any) -> jax.Array:
+    """True when every entry of every array is finite (a traced bool under jit)."""
+    return functools.reduce(jnp.logical_and, [jnp.all(jnp.isfinite(x)) for x in xs])
+
+
 def _check_times(ts: Any, fn: str, dtype: Any) -> jax.Array:
     ts = jnp.asarray(ts)
     if ts.ndim != 1:
@@ -155,31 +165,54 @@ def _check_times(ts: Any, fn: str, dtype: Any) -> jax.Array:
 
 
 def _check_mask(train_mask: Any, n: int, fn: str) -> jax.Array:
+    value = validation.concrete(train_mask)  # before jnp.asarray, which stages NumPy inputs under jit
     m = jnp.asarray(train_mask)
     if m.shape != (n,):
         raise ValueError(f"{fn}: `train_mask` must be a boolean array of shape ({n},) (one entry per state), "
                          f"got shape {m.shape}.")
     if not (m.dtype == jnp.bool_ or jnp.issubdtype(m.dtype, jnp.integer)):
         raise ValueError(f"{fn}: `train_mask` must be boolean, got dtype {m.dtype}.")
-    if m.dtype != jnp.bool_ and _is_concrete(m) and not np.all(np.isin(np.asarray(m), (0, 1))):
+    if m.dtype != jnp.bool_ and value is not None and not np.all(np.isin(value, (0, 1))):
         raise ValueError(f"{fn}: `train_mask` holds integers other than 0 and 1.")
+    if value is not None and not np.any(value):
+        validation.warn("`train_mask` is all False: no state is trained, so the values never move "
+                        "from v0. Fix: mark the training states True.", InputWarning)
     return m.astype(bool)
 
 
 def _check_kernel(K: Any, n: int, fn: str, dtype: Any, symmetric: bool) -> jax.Array:
+    value = validation.concrete(K)  # before jnp.asarray, which stages NumPy inputs under jit
     K = jnp.asarray(K)
     if K.shape != (n, n):
         raise ValueError(f"{fn}: `K` must be the [n, n] = {(n, n)} kernel over all states, got {K.shape}.")
     K = K.astype(dtype)
-    if _is_concrete(K):
-        Kn = np.asarray(K)
+    if value is not None:
+        Kn = value.astype(jnp.dtype(dtype))
         if not np.all(np.isfinite(Kn)):
             raise ValueError(f"{fn}: `K` has non-finite entries.")
-        if symmetric:
-            asym = np.max(np.abs(Kn - Kn.T))
-            if asym > _value_tol(Kn.dtype) * max(1.0, np.max(np.abs(Kn))):
+        tol = _value_tol(Kn.dtype) * max(1.0, float(np.max(np.abs(Kn))))
+        asym = float(np.max(np.abs(Kn - Kn.T)))
+        if asym > tol:
+            if symmetric:
                 raise ValueError(f"{fn}: `K` must be symmetric (a kernel), max |K − Kᵀ| = {asym:.3g}.")
+            validation.warn(f"`K` is not symmetric (max |K − Kᵀ| = {asym:.3g}), so it is not a kernel; the "
+                            "flow is still defined but none of the kernel results apply. Fix: use (K + Kᵀ)/2 or "
+                            "ΦΦᵀ.", InputWarning)
+        elif not _is_psd(Kn, tol):
+            validation.warn(f"`K` is not positive semi-definite (an eigenvalue below −{tol:.2g}); the flow is "
+                            "still defined but may diverge and is not kernel regression. Fix: use a PSD kernel "
+                            "such as `rbf_kernel` or ΦΦᵀ.", InputWarning)
     return K
+
+
+def _is_psd(K: np.ndarray, tol: float) -> bool:
+    """Cholesky of (K + Kᵀ)/2 + tol·n·I succeeds (O(n³/3), concrete inputs only)."""
+    n = K.shape[0]
+    try:
+        np.linalg.cholesky((K + K.T).astype(np.float64) / 2 + tol * n * np.eye(n))
+        return True
+    except np.linalg.LinAlgError:
+        return False
 
 
 def _resolve_method(method: str, n: int, fn: str) -> Method:
@@ -267,7 +300,7 @@ def eigendecompose(P: Any, *, symmetric: Optional[bool] = None) -> EigenDecompos
                                                          atol=10 * jnp.finfo(P.dtype).eps))
     dec = _eigendecompose(P, bool(symmetric))
     _warn_unreliable(
-        ~(dec.condition <= _default_max_condition(P.dtype)),
+        ~(dec.condition <= _default_max_condition(P.dtype)) & _finite(P),
         "eigendecompose: the eigenvector basis of P is badly conditioned or P is defective (see "
         "`.condition`; inf means the basis is singular or the eigensolver failed). Coefficients, "
         "projections and closed forms built on it are unreliable; the trajectory functions switch to "
@@ -300,7 +333,7 @@ def _index_array(indices: Any, n: int, fn: str) -> jax.Array:
                          f"shape {idx.shape}, dtype {idx.dtype}.")
     if _is_concrete(idx) and idx.size and (int(idx.min()) < -n or int(idx.max()) >= n):
         raise ValueError(f"{fn}: `indices` must lie in [−{n}, {n}), got range [{int(idx.min())}, {int(idx.max())}].")
-    return idx
+    return validation.check_index(fn, "indices", idx, n, "eigenvectors", lo=-n)
 
 
 def eigen_projection(decomposition: EigenDecomposition, v: Any, indices: Any) -> jax.Array:
@@ -454,8 +487,9 @@ class TDDynamics(NamedTuple):
         n = self.P.shape[0]
         v0 = _check_vector(v0, n, "v0", fn, self.P.dtype)
         ts = _check_times(ts, fn, self.P.dtype)
+        ok = validation.report_nonfinite(v0=v0, ts=ts)
         return _select(
-            self.fallback,
+            self.fallback & ok,
             lambda: _td_krylov_or_expm(self.P, self.r, self.gamma, v0, ts, None, 48, 500, fn),
             lambda: _td_eig_eval(self.decomposition, self.v_pi, self.gamma, v0, ts),
             f"{fn}: the eigenvector matrix of P is badly conditioned or defective (condition estimate above "
@@ -471,7 +505,7 @@ def _td_krylov_or_expm(P, r, g, v0, ts, rtol, m, max_restarts, fn):
         v_pi = jnp.linalg.solve(jnp.eye(P.shape[0], dtype=P.dtype) - g * P, r)
         return _td_expm_jit(P, v_pi, g, v0, ts)
 
-    return _select(failed, expm_path, lambda: v0 + Y,
+    return _select(failed & _finite(delta0, ts), expm_path, lambda: v0 + Y,
                    f"{fn}: the Krylov integrator stopped (max_restarts={max_restarts} reached or a near-defective "
                    "projection); using a matrix exponential per time point instead (O(n³) each).")
 
@@ -501,10 +535,11 @@ def td_dynamics(
     n = P.shape[0]
     r = _check_vector(r, n, "r", fn, dtype)
     g = _check_gamma(gamma, fn, dtype)
+    ok = validation.report_nonfinite(P=P, r=r, gamma=g)
     dec = eigendecompose(P, symmetric=symmetric)
     v_pi = jnp.linalg.solve(jnp.eye(n, dtype=dtype) - g * P, r)
     mc = _default_max_condition(dtype) if max_condition is None else max_condition
-    fallback = ~(dec.condition <= mc)
+    fallback = ~(dec.condition <= mc) & ok
     return TDDynamics(decomposition=dec, P=P, r=r, gamma=g, v_pi=v_pi, fallback=fallback)
 
 
@@ -551,8 +586,10 @@ def td_value_trajectory(
     g = _check_gamma(gamma, fn, dtype)
     ts = _check_times(ts, fn, dtype)
     method = _resolve_method(method, n, fn)
+    _check_krylov_options(rtol, krylov_dim, max_restarts, fn)
     if method == "eig":
         return td_dynamics(P, r, g)(v0, ts)
+    validation.report_nonfinite(P=P, r=r, gamma=g, v0=v0, ts=ts)
     if method == "expm":
         v_pi = jnp.linalg.solve(jnp.eye(n, dtype=dtype) - g * P, r)
         return _td_expm_jit(P, v_pi, g, v0, ts)
@@ -673,8 +710,9 @@ class LinearFlow(NamedTuple):
         n = self.L.shape[0]
         v0 = _check_vector(v0, n, "v0", fn, self.L.dtype)
         ts = _check_times(ts, fn, self.L.dtype)
+        ok = validation.report_nonfinite(v0=v0, ts=ts)
         return _select(
-            self.fallback,
+            self.fallback & ok,
             lambda: _flow_krylov_or_expm(self, v0, ts, None, 48, 500, fn),
             lambda: _flow_eig_eval(self, v0, ts),
             f"{fn}: the eigenvector matrix of C = B·L is badly conditioned or defective; using the Krylov "
@@ -686,7 +724,8 @@ def _flow_krylov_or_expm(flow: LinearFlow, v0, ts, rtol, m, max_restarts, fn):
     delta0 = flow.b - flow.B @ v0
     k = flow.C.shape[0]
     Y, failed = _krylov_flow("dense", (flow.C,), delta0, ts, _rtol(rtol, flow.C.dtype), min(m, k), max_restarts)
-    return _select(failed, lambda: _flow_expm(flow.L, flow.B, flow.b, flow.C, v0, ts), lambda: v0 + Y @ flow.L.T,
+    return _select(failed & _finite(delta0, ts, flow.C), lambda: _flow_expm(flow.L, flow.B, flow.b, flow.C, v0, ts),
+                   lambda: v0 + Y @ flow.L.T,
                    f"{fn}: the Krylov integrator stopped (max_restarts={max_restarts} reached or a near-defective "
                    "projection); using a matrix exponential per time point instead (O(k³) each).")
 
@@ -722,7 +761,7 @@ def _linear_flow(L, B, b, max_condition, symmetric: bool) -> LinearFlow:
     condition = (_norm1(S) * _norm1(S_inv)).real
     condition = jnp.where(jnp.isfinite(condition), condition, jnp.inf)
     return LinearFlow(L=L, B=B, b=b, C=C, eigenvalues=theta, LS=L.astype(cdtype) @ S, S_inv=S_inv,
-                      condition=condition, fallback=~(condition <= max_condition))
+                      condition=condition, fallback=~(condition <= max_condition) & _finite(C, b))
 
 
 def _kernel_td_operands(K, P, r, gamma, train_mask, fn):
@@ -757,6 +796,7 @@ def kernel_td_dynamics(
     """
     fn = "kernel_td_dynamics"
     K, P, r, g, m, dtype = _kernel_td_operands(K, P, r, gamma, train_mask, fn)
+    validation.report_nonfinite(K=K, P=P, r=r, gamma=g)
     D = m.astype(dtype)
     n = P.shape[0]
     L = K * D[None, :]
@@ -764,7 +804,7 @@ def kernel_td_dynamics(
     mc = _default_max_condition(dtype) if max_condition is None else max_condition
     flow = _linear_flow(L, B, D * r, mc, symmetric=False)
     _warn_unreliable(
-        ~jnp.all(jnp.isfinite(flow.eigenvalues)),
+        ~jnp.all(jnp.isfinite(flow.eigenvalues)) & _finite(flow.C),
         f"{fn}: the eigensolver failed on C = D(I − γPπ)KD (`.eigenvalues` is NaN; tiny kernel entries "
         "often cause this: zero those below machine epsilon). Trajectories still use the Krylov integrator.",
     )
@@ -795,6 +835,7 @@ def kernel_mc_dynamics(K: Any, v_pi: Any, train_mask: Any, *, max_condition: Opt
     v_pi = _check_vector(v_pi, n, "v_pi", fn, dtype)
     K = _check_kernel(K, n, fn, dtype, symmetric=True)
     D = _check_mask(train_mask, n, fn).astype(dtype)
+    validation.report_nonfinite(K=K, v_pi=v_pi)
     mc = _default_max_condition(dtype) if max_condition is None else max_condition
     return _linear_flow(K * D[None, :], jnp.diag(D), D * v_pi, mc, symmetric=True)
 
@@ -824,16 +865,19 @@ def kernel_td_trajectory(
     v0 = _check_vector(v0, n, "v0", fn, dtype)
     ts = _check_times(ts, fn, dtype)
     method = _resolve_method(method, n, fn)
+    _check_krylov_options(rtol, krylov_dim, max_restarts, fn)
     if method in ("eig", "expm"):
         flow = kernel_td_dynamics(K, P, r, g, m)
         if method == "expm":
             return _flow_expm(flow.L, flow.B, flow.b, flow.C, v0, ts)
         return flow(v0, ts)
+    validation.report_nonfinite(K=K, P=P, r=r, gamma=g, v0=v0, ts=ts)
     D = m.astype(dtype)
     delta0 = D * (r + g * (P @ v0) - v0)
     Y, failed = _krylov_flow("kernel_td", (K, P, g, D), delta0, ts, _rtol(rtol, dtype), min(krylov_dim, n),
                              max_restarts)
-    return _select(failed, lambda: kernel_td_dynamics(K, P, r, g, m)(v0, ts), lambda: v0 + (Y * D) @ K.T,
+    return _select(failed & _finite(delta0, ts, K), lambda: kernel_td_dynamics(K, P, r, g, m)(v0, ts),
+                   lambda: v0 + (Y * D) @ K.T,
                    f"{fn}: the Krylov integrator stopped (max_restarts={max_restarts} reached or a near-defective "
                    "projection); using the eigendecomposition closed form instead (O(n³)).")
 
@@ -866,15 +910,18 @@ def kernel_mc_trajectory(
     v0 = _check_vector(v0, n, "v0", fn, dtype)
     ts = _check_times(ts, fn, dtype)
     method = _resolve_method(method, n, fn)
+    _check_krylov_options(rtol, krylov_dim, max_restarts, fn)
     if method in ("eig", "expm"):
         flow = kernel_mc_dynamics(K, v_pi, m)
         if method == "expm":
             return _flow_expm(flow.L, flow.B, flow.b, flow.C, v0, ts)
         return flow(v0, ts)
+    validation.report_nonfinite(K=K, v_pi=v_pi, v0=v0, ts=ts)
     D = m.astype(dtype)
     delta0 = D * (v_pi - v0)
     Y, failed = _krylov_flow("kernel_mc", (K, D), delta0, ts, _rtol(rtol, dtype), min(krylov_dim, n), max_restarts)
-    return _select(failed, lambda: kernel_mc_dynamics(K, v_pi, m)(v0, ts), lambda: v0 + (Y * D) @ K.T,
+    return _select(failed & _finite(delta0, ts, K), lambda: kernel_mc_dynamics(K, v_pi, m)(v0, ts),
+                   lambda: v0 + (Y * D) @ K.T,
                    f"{fn}: the Krylov integrator stopped (max_restarts={max_restarts} reached or a near-defective "
                    "projection); using the eigendecomposition closed form instead (O(n³)).")
 
@@ -886,6 +933,17 @@ def kernel_mc_trajectory(
 
 def _rtol(rtol: Optional[float], dtype: Any) -> float:
     return _default_rtol(dtype) if rtol is None else float(rtol)
+
+
+def _check_krylov_options(rtol: Any, krylov_dim: Any, max_restarts: Any, fn: str) -> None:
+    if rtol is not None:
+        value = validation.concrete(rtol)
+        if value is None or value.ndim != 0 or not (np.isfinite(value) and float(value) > 0):
+            raise ValueError(f"{fn}: `rtol` must be a positive Python float (or None for the dtype's default), "
+                             f"got {rtol!r}.")
+    for name, v, lo in (("krylov_dim", krylov_dim, 1), ("max_restarts", max_restarts, 0)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise ValueError(f"{fn}: `{name}` must be a Python int ≥ {lo}, got {v!r}.")
 
 
 def _matvec(kind: str, ops: tuple, d: jax.Array) -> jax.Array:
@@ -1034,7 +1092,22 @@ def _euler_jit(kind: str, ops: tuple, v0: jax.Array, step_size, num_steps: int) 
 def _euler(kind: str, ops: tuple, v0: jax.Array, step_size, num_steps: int, fn: str) -> jax.Array:
     if isinstance(num_steps, bool) or int(num_steps) != num_steps or num_steps < 0:
         raise ValueError(f"{fn}: `num_steps` must be a non-negative Python int (static under jit), got {num_steps}.")
+    h = validation.concrete(step_size)
+    if h is not None and (h.ndim != 0 or not (np.isfinite(h) and float(h) > 0)):
+        raise ValueError(f"{fn}: `step_size` must be a positive scalar (the learning rate h), got {step_size!r}. "
+                         "A zero step never moves; a negative one runs the dynamics backwards, away from the fixed "
+                         "point.")
     return _euler_jit(kind, ops, v0, jnp.asarray(step_size, v0.dtype), int(num_steps))
+
+
+def _euler_precision(dtype: Any, step_size: Any, num_steps: int, rate: Any) -> None:
+    """Rounding accumulates over min(num_steps, 1/(h·rate)) steps (the slowest mode's memory)."""
+    h = validation.concrete(step_size)
+    if rate is None or h is None or h.ndim or not float(h) > 0 or not isinstance(num_steps, (int, np.integer)):
+        return
+    memory = np.inf if float(rate) <= 0 else 1.0 / (float(h) * float(rate))
+    validation.check_precision(dtype, min(float(num_steps), memory),
+                               f"`num_steps` = {num_steps} with `step_size` = {float(h):g}: the accumulation")
 
 
 def td_euler_trajectory(P: Any, r: Any, gamma: Any, v0: Any, step_size: Any, num_steps: int) -> jax.Array:
@@ -1049,6 +1122,8 @@ def td_euler_trajectory(P: Any, r: Any, gamma: Any, v0: Any, step_size: Any, num
     r = _check_vector(r, n, "r", fn, dtype)
     v0 = _check_vector(v0, n, "v0", fn, dtype)
     g = _check_gamma(gamma, fn, dtype)
+    gc = validation.concrete(g) if _is_concrete(g) else None
+    _euler_precision(dtype, step_size, num_steps, None if gc is None else 1.0 - gc)
     return _euler("td", (P, r, g), v0, step_size, num_steps, fn)
 
 
@@ -1061,6 +1136,7 @@ def mc_euler_trajectory(v_pi: Any, v0: Any, step_size: Any, num_steps: int) -> j
         raise ValueError(f"{fn}: `v_pi` must be a 1-D [n] vector, got shape {v_pi.shape}.")
     v_pi = _check_vector(v_pi, v_pi.shape[0], "v_pi", fn, dtype)
     v0 = _check_vector(v0, v_pi.shape[0], "v0", fn, dtype)
+    _euler_precision(dtype, step_size, num_steps, 1.0)
     return _euler("mc", (v_pi,), v0, step_size, num_steps, fn)
 
 

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from tdjax._src.layerwise import layerwise_gram, layerwise_per_example_grads
-from tdjax._src.validation import check_scalar, leading_dim
+from tdjax._src.validation import check_params, check_scalar, eval_on_example, leading_dim
 
 __all__ = [
     "InterferenceDerivativeTerms",
@@ -75,9 +75,10 @@ def _example_spec(batch: PyTree) -> PyTree:
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x)[1:], jnp.result_type(x)), batch)
 
 
-def _check_scalar_fn(fn: Callable, args: tuple, fn_name: str, fn_arg: str) -> None:
+def _check_scalar_fn(fn: Callable, args: tuple, fn_name: str, fn_arg: str, batch_arg: str = "batch") -> None:
     """Traces `fn(*args)` abstractly and raises, naming `fn_arg`, unless it returns one scalar."""
-    out = jax.eval_shape(fn, *args)
+    check_params(args[0], fn_name)
+    out = eval_on_example(fn, args, fn_name, fn_arg, batch_arg)
     leaves = jax.tree.leaves(out)
     if len(leaves) != 1:
         raise ValueError(
@@ -144,7 +145,7 @@ def _grads(
     """Checked per-example ∇θ fn(θ, xᵢ). The one place where gradient back-ends are dispatched."""
     k = leading_dim(batch, batch_arg)
     _check_chunk_size(chunk_size, fn_name)
-    _check_scalar_fn(fn, (params, _example_spec(batch)), fn_name, fn_arg)
+    _check_scalar_fn(fn, (params, _example_spec(batch)), fn_name, fn_arg, batch_arg)
     _check_method(method, fn_name)
     if method == "vmap":
         grad_fn = jax.grad(fn)
@@ -263,7 +264,7 @@ def gram_matrix(
         if xs_b is not None:
             leading_dim(xs_b, "xs_b")
             _check_pair(xs_a, xs_b, "xs_a", "xs_b")
-        _check_scalar_fn(f, (params, _example_spec(xs_a)), "gram_matrix", "f")
+        _check_scalar_fn(f, (params, _example_spec(xs_a)), "gram_matrix", "f", "xs_a")
         gram = layerwise_gram(f, params, xs_a, xs_b, strict=method == "layerwise")
         return 0.5 * (gram + gram.T) if xs_b is None else gram
     ga, gb = _pairwise_grads(f, params, xs_a, xs_b, chunk_size, method, "gram_matrix", "f", ("xs_a", "xs_b"))
@@ -418,11 +419,14 @@ def interference_derivative(
     _check_chunk_size(chunk_size, fn_name)
     loss3 = _with_target(loss_fn, moving_target)
     try:
-        _check_scalar_fn(loss3, (params, _example_spec(batch_a), params), fn_name, "loss_fn")
-    except TypeError as e:
+        _check_scalar_fn(loss3, (params, _example_spec(batch_a), params), fn_name, "loss_fn", "batch_a")
+    except (TypeError, ValueError) as e:
+        cause = e if isinstance(e, TypeError) else e.__cause__  # eval_on_example wraps the TypeError
+        if not isinstance(cause, TypeError):
+            raise
         form = "(params, example, target_params)" if moving_target else "(params, example)"
         raise ValueError(
-            f"{fn_name}: calling `loss_fn` as loss_fn{form} failed ({e}). With moving_target="
+            f"{fn_name}: calling `loss_fn` as loss_fn{form} failed ({cause}). With moving_target="
             f"{moving_target}, `loss_fn` must take {form}; see the docstring for the TD convention."
         ) from e
 
@@ -495,8 +499,8 @@ def interference_derivative_terms(
     _check_pair(batch_a, batch_b, "batch_a", "batch_b")
     _check_chunk_size(chunk_size, fn_name)
     spec = _example_spec(batch_a)
-    _check_scalar_fn(value_fn, (params, spec), fn_name, "value_fn")
-    _check_scalar_fn(target_fn, (params, spec), fn_name, "target_fn")
+    _check_scalar_fn(value_fn, (params, spec), fn_name, "value_fn", "batch_a")
+    _check_scalar_fn(target_fn, (params, spec), fn_name, "target_fn", "batch_a")
 
     def stats(ex):
         f, df = jax.value_and_grad(value_fn)(params, ex)

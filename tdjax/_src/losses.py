@@ -12,6 +12,10 @@ Conventions:
   * Distillation regressions follow Lyle et al. 2022, eq. 22 literally: squared error without ½.
     Teacher outputs are always stop-gradiented.
   * Distributional heads are laid out [A, n_atoms] / [A, n_quantiles], like `tdjax.expected_q`.
+  * Checks: ranks and shapes always (at trace time); values (an action in [0, A), a discount in [0, 1],
+    increasing atoms) only when they are concrete. A TRACED action (under jit/vmap) is UNCHECKED by
+    default: JAX clamps an index ≥ A to A − 1 and wraps a negative one, silently. Run the computation
+    through `tdjax.checked(fn)` to get an error naming the argument (docs/bad_inputs.md).
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import rlax
+
+from tdjax._src import validation
 
 Array: TypeAlias = chex.Array
 Numeric: TypeAlias = chex.Numeric
@@ -84,10 +90,7 @@ def _check_dim(fn: str, name: str, x: Array, axis: int, size: int, what: str) ->
 
 def _concrete(x) -> Optional[np.ndarray]:
     """The value of `x` if it is known at trace time, else None (values are only checked if known)."""
-    try:
-        return np.asarray(x)
-    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
-        return None
+    return validation.concrete(x)
 
 
 def _float(x) -> Array:
@@ -97,13 +100,24 @@ def _float(x) -> Array:
 
 
 def _action(fn: str, name: str, a, num_actions: int) -> Array:
-    a = jnp.asarray(a)
-    if not jnp.issubdtype(a.dtype, jnp.integer):
-        raise ValueError(f"{fn}: `{name}` must be an integer action index, got dtype {a.dtype}.")
-    value = _concrete(a)
-    if value is not None and not np.all((0 <= value) & (value < num_actions)):
-        raise ValueError(f"{fn}: `{name}`={value} is out of range for {num_actions} actions.")
-    return a
+    """An int action index in [0, num_actions): checked if concrete, and under `tdjax.debug_checks()`
+    through checkify if traced (unchecked by default: JAX clamps or wraps a bad index silently)."""
+    return validation.check_index(fn, name, a, num_actions, "actions")
+
+
+def _discount(fn: str, name: str, discount) -> None:
+    """A concrete discount must lie in [0, 1] (a traced one is not checked)."""
+    validation.check_interval(fn, name, discount, 0.0, 1.0,
+                              fix="pass γ·(1 − done) with γ in [0, 1]; 0 ends the episode")
+
+
+def _increasing(fn: str, name: str, atoms) -> None:
+    value = _concrete(atoms)
+    if value is not None and value.size > 1 and not np.all(np.diff(value.astype(np.float64)) > 0):
+        raise ValueError(
+            f"{fn}: `{name}` must be a strictly increasing support z₁ < … < z_N, got {value}. "
+            "Fix: use e.g. jnp.linspace(v_min, v_max, n_atoms)."
+        )
 
 
 @contextlib.contextmanager
@@ -154,6 +168,7 @@ def td_loss(
       [] the loss ½·δ².
     """
     _check_ranks("td_loss", v_tm1=(v_tm1, 0), r_t=(r_t, 0), discount_t=(discount_t, 0), v_t=(v_t, 0))
+    _discount("td_loss", "discount_t", discount_t)
     delta = rlax.td_learning(
         _float(v_tm1), _float(r_t), _float(discount_t), _float(v_t),
         stop_target_gradients=stop_target_gradients,
@@ -176,7 +191,7 @@ def q_learning_loss(
 
     Args:
       q_tm1: [A] Q-values at time t−1.
-      a_tm1: [] int action taken at time t−1.
+      a_tm1: [] int action taken at time t−1 (traced: unchecked unless run through `tdjax.checked`).
       r_t: [] reward rₜ.
       discount_t: [] discount γₜ.
       q_t: [A] Q-values at time t (usually from a target network).
@@ -189,6 +204,7 @@ def q_learning_loss(
     _check_ranks(fn, q_tm1=(q_tm1, 1), a_tm1=(a_tm1, 0), r_t=(r_t, 0), discount_t=(discount_t, 0),
                  q_t=(q_t, 1))
     _check_same_shape(fn, q_tm1=q_tm1, q_t=q_t)
+    _discount(fn, "discount_t", discount_t)
     a_tm1 = _action(fn, "a_tm1", a_tm1, jnp.shape(q_tm1)[0])
     delta = rlax.q_learning(
         _float(q_tm1), a_tm1, _float(r_t), _float(discount_t), _float(q_t),
@@ -216,7 +232,7 @@ def double_q_learning_loss(
 
     Args:
       q_tm1: [A] online Q-values at time t−1.
-      a_tm1: [] int action taken at time t−1.
+      a_tm1: [] int action taken at time t−1 (traced: unchecked unless run through `tdjax.checked`).
       r_t: [] reward rₜ.
       discount_t: [] discount γₜ.
       q_t_value: [A] Q-values at time t used to evaluate a* (the target network in Double DQN).
@@ -230,6 +246,7 @@ def double_q_learning_loss(
     _check_ranks(fn, q_tm1=(q_tm1, 1), a_tm1=(a_tm1, 0), r_t=(r_t, 0), discount_t=(discount_t, 0),
                  q_t_value=(q_t_value, 1), q_t_selector=(q_t_selector, 1))
     _check_same_shape(fn, q_tm1=q_tm1, q_t_value=q_t_value, q_t_selector=q_t_selector)
+    _discount(fn, "discount_t", discount_t)
     a_tm1 = _action(fn, "a_tm1", a_tm1, jnp.shape(q_tm1)[0])
     delta = rlax.double_q_learning(
         _float(q_tm1), a_tm1, _float(r_t), _float(discount_t), _float(q_t_value),
@@ -272,6 +289,7 @@ def td_lambda_loss(
     _check_ranks(fn, v_tm1=(v_tm1, 1), r_t=(r_t, 1), discount_t=(discount_t, 1), v_t=(v_t, 1))
     chex.assert_rank(lambda_, {0, 1}, custom_message=f"{fn}: `lambda_` must be a scalar or a [T] vector")
     _check_same_shape(fn, v_tm1=v_tm1, r_t=r_t, discount_t=discount_t, v_t=v_t)
+    _discount(fn, "discount_t", discount_t)
     if jnp.ndim(lambda_) == 1:
         _check_dim(fn, "lambda_", lambda_, 0, jnp.shape(v_tm1)[0], "steps")
     lam = _concrete(lambda_)
@@ -323,7 +341,7 @@ def categorical_q_learning_loss(
     Args:
       q_atoms_tm1: [N] sorted support zᵢ at time t−1 (also the projection support).
       q_logits_tm1: [A, N] logits at time t−1.
-      a_tm1: [] int action taken.
+      a_tm1: [] int action taken (traced: unchecked unless run through `tdjax.checked`).
       r_t: [] reward rₜ.
       discount_t: [] discount γₜ.
       q_atoms_t: [N'] support at time t.
@@ -340,6 +358,9 @@ def categorical_q_learning_loss(
     _check_dim(fn, "q_logits_tm1", q_logits_tm1, 1, jnp.shape(q_atoms_tm1)[0], "atoms")
     _check_dim(fn, "q_logits_t", q_logits_t, 1, jnp.shape(q_atoms_t)[0], "atoms")
     _check_dim(fn, "q_logits_t", q_logits_t, 0, jnp.shape(q_logits_tm1)[0], "actions")
+    _discount(fn, "discount_t", discount_t)
+    _increasing(fn, "q_atoms_tm1", q_atoms_tm1)
+    _increasing(fn, "q_atoms_t", q_atoms_t)
     a_tm1 = _action(fn, "a_tm1", a_tm1, jnp.shape(q_logits_tm1)[0])
     with _quiet_rlax():
         return rlax.categorical_q_learning(
@@ -376,7 +397,7 @@ def quantile_q_learning_loss(
     Args:
       dist_q_tm1: [A, N] quantiles at time t−1.
       tau_q_tm1: [N] quantile levels τᵢ of `dist_q_tm1` (usually (2i + 1) / 2N).
-      a_tm1: [] int action taken.
+      a_tm1: [] int action taken (traced: unchecked unless run through `tdjax.checked`).
       r_t: [] reward rₜ.
       discount_t: [] discount γₜ.
       dist_q_t_selector: [A, N'] quantiles at time t used to choose a*.
@@ -394,6 +415,9 @@ def quantile_q_learning_loss(
     _check_dim(fn, "dist_q_tm1", dist_q_tm1, 1, jnp.shape(tau_q_tm1)[0], "quantiles (must match `tau_q_tm1`)")
     _check_same_shape(fn, dist_q_t_selector=dist_q_t_selector, dist_q_t=dist_q_t)
     _check_dim(fn, "dist_q_t", dist_q_t, 0, jnp.shape(dist_q_tm1)[0], "actions")
+    _discount(fn, "discount_t", discount_t)
+    validation.check_interval(fn, "tau_q_tm1", tau_q_tm1, 0.0, 1.0,
+                              fix="quantile levels are usually (2i + 1) / 2N, i = 0..N−1")
     kappa_value = _concrete(kappa)
     if kappa_value is None or kappa_value.ndim != 0:
         raise ValueError(f"{fn}: `kappa` must be a Python number (static under jit), got {kappa!r}.")
@@ -419,7 +443,7 @@ def reinforce_loss(logits_t: Array, a_t: Numeric, advantage_t: Numeric) -> Array
 
     Args:
       logits_t: [A] policy logits at xₜ.
-      a_t: [] int action taken.
+      a_t: [] int action taken (traced: unchecked unless run through `tdjax.checked`).
       advantage_t: [] return or advantage estimate Aₜ.
 
     Returns:
@@ -451,7 +475,7 @@ def ppo_clip_loss(
 
     Args:
       logits_t: [A] logits of the current policy π at xₜ.
-      a_t: [] int action taken by the behaviour policy μ.
+      a_t: [] int action taken by the behaviour policy μ (traced: unchecked unless run through `tdjax.checked`).
       behaviour_logprob_t: [] log μ(aₜ|xₜ), recorded when acting.
       advantage_t: [] advantage estimate Aₜ.
       epsilon: clipping radius ε > 0.
@@ -510,7 +534,8 @@ def qa_regression_loss(q_student: Array, q_teacher: Array, a: Optional[Numeric] 
     Args:
       q_student: [A] student Q-values.
       q_teacher: [A] teacher Q-values.
-      a: [] int action taken by the teacher, or None for the teacher's greedy action.
+      a: [] int action taken by the teacher, or None for the teacher's greedy action (traced: unchecked
+        unless run through `tdjax.checked`).
 
     Returns:
       [] the loss.
@@ -557,7 +582,7 @@ def behaviour_cloning_loss(logits: Array, a: Numeric, entropy_coef: Numeric = 1e
 
     Args:
       logits: [A] student policy logits (e.g. DQN outputs fed to a softmax, App. B.3).
-      a: [] int action taken by the teacher.
+      a: [] int action taken by the teacher (traced: unchecked unless run through `tdjax.checked`).
       entropy_coef: λ; default 1e-2 (§6.1).
 
     Returns:

@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tdjax._src import validation
+
 __all__ = [
     "TabularMDP",
     "ValueIterationResult",
@@ -61,6 +63,7 @@ def _value_tol(dtype: Any) -> float:
 
 
 def _check_matrix(P: Any, name: str, fn: str, dtype: Any = None, stochastic: bool = True) -> jax.Array:
+    value = validation.concrete(P)  # before jnp.asarray, which stages NumPy inputs under jit
     P = jnp.asarray(P)
     if jnp.issubdtype(P.dtype, jnp.complexfloating):
         raise ValueError(f"{fn}: `{name}` must be real, got dtype {P.dtype}.")
@@ -69,8 +72,8 @@ def _check_matrix(P: Any, name: str, fn: str, dtype: Any = None, stochastic: boo
         raise ValueError(f"{fn}: `{name}` must be a square [n, n] matrix, got shape {P.shape}.")
     if P.shape[0] == 0:
         raise ValueError(f"{fn}: `{name}` is empty (shape {P.shape}).")
-    if stochastic and _is_concrete(P):
-        _check_stochastic_values(np.asarray(P), name, fn)
+    if stochastic and value is not None:
+        _check_stochastic_values(value.astype(jnp.dtype(P.dtype)), name, fn)
     return P
 
 
@@ -105,22 +108,30 @@ def check_transition_matrix(P: Any, name: str = "P") -> None:
 
 
 def _check_gamma(gamma: Any, fn: str, dtype: Any) -> jax.Array:
+    value = validation.concrete(gamma)  # before jnp.asarray, which stages a Python float under jit
     g = jnp.asarray(gamma)
     if g.shape != ():
         raise ValueError(f"{fn}: `gamma` must be a scalar, got shape {g.shape}.")
-    if _is_concrete(g):
-        gv = float(g)
+    if value is None:
+        validation.check_interval(fn, "gamma", g, 0.0, 1.0, closed_hi=False)
+    else:
+        gv = float(value)
         if not (0.0 <= gv < 1.0):
             raise ValueError(f"{fn}: `gamma` must lie in [0, 1), got {gv}.")
+        validation.check_precision(dtype, 1.0 / (1.0 - gv), f"`gamma` = {gv:g}: the horizon 1/(1 − γ)")
     return g.astype(dtype)
 
 
 def _check_vector(v: Any, n: int, name: str, fn: str, dtype: Any) -> jax.Array:
+    value = validation.concrete(v)  # before jnp.asarray, which stages NumPy inputs under jit
     v = jnp.asarray(v)
     if jnp.issubdtype(v.dtype, jnp.complexfloating):
         raise ValueError(f"{fn}: `{name}` must be real, got dtype {v.dtype}.")
     if v.shape != (n,):
         raise ValueError(f"{fn}: `{name}` must have shape ({n},) (one entry per state), got {v.shape}.")
+    if value is not None and not np.all(np.isfinite(value)):
+        raise ValueError(f"{fn}: `{name}` has non-finite entries (NaN or inf) at states "
+                         f"{np.flatnonzero(~np.isfinite(value))[:5].tolist()}.")
     return v.astype(dtype)
 
 
@@ -151,6 +162,7 @@ def policy_evaluation(P: Any, r: Any, gamma: Any) -> jax.Array:
     n = P.shape[0]
     r = _check_vector(r, n, "r", fn, dtype)
     g = _check_gamma(gamma, fn, dtype)
+    validation.report_nonfinite(P=P, r=r, gamma=g)
     return jnp.linalg.solve(jnp.eye(n, dtype=dtype) - g * P, r)
 
 
@@ -230,7 +242,8 @@ def policy_markov_chain(P: Any, R: Any, policy: Any) -> tuple[jax.Array, jax.Arr
     Args:
       P: [n, A, n] transition probabilities.
       R: [n, A] expected rewards.
-      policy: [n] integer actions (deterministic) or [n, A] action probabilities.
+      policy: [n] integer actions (deterministic) or [n, A] action probabilities. Integer actions are
+        checked when concrete; traced ones only under `tdjax.checked` (JAX would give an all-zero row).
 
     Returns:
       (Pπ [n, n], Rπ [n]).
@@ -240,9 +253,7 @@ def policy_markov_chain(P: Any, R: Any, policy: Any) -> tuple[jax.Array, jax.Arr
     n, A = R.shape
     policy = jnp.asarray(policy)
     if policy.shape == (n,) and jnp.issubdtype(policy.dtype, jnp.integer):
-        if _is_concrete(policy) and (int(policy.min()) < 0 or int(policy.max()) >= A):
-            raise ValueError(f"{fn}: `policy` actions must lie in [0, {A}), got range "
-                             f"[{int(policy.min())}, {int(policy.max())}].")
+        validation.check_index(fn, "policy", policy, A, "actions")
         pi = jax.nn.one_hot(policy, A, dtype=P.dtype)
     elif policy.shape == (n, A):
         pi = policy.astype(P.dtype)
@@ -361,6 +372,12 @@ def gridworld_mdp(
     (row, column) in `states`.
     """
     fn = "gridworld_mdp"
+    if isinstance(layout, str):
+        raise ValueError(
+            f"{fn}: `layout` must be a sequence of row strings, got the single string {layout!r} (which "
+            f"would be read as one row per character). Fix: pass {layout.splitlines() or [layout]!r}, "
+            "i.e. `layout.splitlines()` or a list of rows."
+        )
     rows = [str(row) for row in layout]
     if not rows or len({len(row) for row in rows}) != 1:
         raise ValueError(f"{fn}: `layout` must be a non-empty list of equal-length strings, got {layout!r}.")

@@ -14,6 +14,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from tdjax._src import validation
+
 Reduction = Union[Literal["max", "mean", "action", "none"], int]
 Distribution = Optional[Literal["categorical", "quantile"]]
 
@@ -68,7 +70,8 @@ def reduce_output(
         head (see `expected_q`).
       reduction: "max" (the papers' default), "mean", "action" (the taken action `action`), an int
         (a fixed output index), or "none" (the output must already be a scalar or of shape [1]).
-      action: scalar int, required for `reduction="action"`.
+      action: scalar int, required for `reduction="action"`; checked when concrete, and when traced only
+        under `tdjax.checked` (JAX would clamp or wrap it silently).
       distribution, atoms: see `expected_q`; the expectation is taken before reducing.
 
     Returns:
@@ -90,7 +93,7 @@ def reduce_output(
     if reduction == "action":
         if action is None:
             raise ValueError("reduce_output: reduction='action' needs the taken `action`.")
-        return q[action]
+        return q[validation.check_index("reduce_output", "action", action, q.shape[0], "outputs")]
     if isinstance(reduction, int) and not isinstance(reduction, bool):
         if not -q.shape[0] <= reduction < q.shape[0]:
             raise ValueError(f"reduce_output: index {reduction} out of range for {q.shape[0]} outputs.")

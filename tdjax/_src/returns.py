@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tdjax._src import validation
+
 Array: TypeAlias = chex.Array
 Numeric: TypeAlias = chex.Numeric
 
@@ -39,6 +41,11 @@ def _float(name: str, fn: str, x) -> Array:
 
 
 def _check(fn: str, rewards, discounts, values, bootstrap_value, lambda_):
+    # values first: jnp.asarray stages even NumPy inputs under jit
+    d, lam = validation.concrete(discounts), validation.concrete(lambda_)
+    validation.check_interval(fn, "lambda_", lambda_, 0.0, 1.0)
+    validation.check_interval(fn, "discounts", discounts, 0.0, 1.0,
+                              fix="pass γ·(1 − done) with γ in [0, 1]; 0 ends the episode")
     rewards, discounts, values = (_float(n, fn, x) for n, x in
                                   (("rewards", rewards), ("discounts", discounts), ("values", values)))
     bootstrap_value = _float("bootstrap_value", fn, bootstrap_value)
@@ -59,12 +66,11 @@ def _check(fn: str, rewards, discounts, values, bootstrap_value, lambda_):
         )
     if lambda_.shape not in ((), (t,)):
         raise ValueError(f"{fn}: `lambda_` must be a scalar or have shape {(t,)}, got {lambda_.shape}.")
-    try:
-        lam = np.asarray(lambda_)
-    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
-        lam = None  # traced: its value cannot be checked
-    if lam is not None and not np.all((lam >= 0.0) & (lam <= 1.0)):
-        raise ValueError(f"{fn}: `lambda_` must lie in [0, 1], got {lam}.")
+    if d is not None and lam is not None and d.size:
+        decay = float(np.max(d.astype(np.float64) * np.broadcast_to(lam, d.shape)))
+        horizon = t if decay >= 1.0 else min(t, 1.0 / (1.0 - decay))
+        validation.check_precision(jnp.result_type(rewards, discounts, values, bootstrap_value), horizon,
+                                   "the effective horizon min(T, 1/(1 − max γλ)) of `discounts`·`lambda_`")
     dtype = jnp.result_type(rewards, discounts, values, bootstrap_value)
     return (rewards.astype(dtype), discounts.astype(dtype), values.astype(dtype), bootstrap_value.astype(dtype),
             jnp.broadcast_to(lambda_.astype(dtype), (t,)))
@@ -99,10 +105,18 @@ def generalized_advantage_estimation(
       [T] Âₜ. Gradients flow into `values` and `bootstrap_value` (stop them yourself for targets).
 
     Raises:
-      ValueError: an argument has the wrong rank or shape (named), or a concrete λ lies outside [0, 1].
+      ValueError: an argument has the wrong rank or shape (named), or a concrete λ or discount lies
+        outside [0, 1] (traced values are not checked).
+
+    Warns:
+      PrecisionWarning: concrete discounts and λ whose effective horizon min(T, 1/(1 − max γλ)) makes
+        the float32 recursion lose more than 1e-4 relative accuracy; compute in float64.
     """
     fn = "generalized_advantage_estimation"
-    r, d, v, v_boot, lam = _check(fn, rewards, discounts, values, bootstrap_value, lambda_)
+    return _gae(*_check(fn, rewards, discounts, values, bootstrap_value, lambda_))
+
+
+def _gae(r, d, v, v_boot, lam):
     v_next = jnp.concatenate([v[1:], v_boot[None]])
     delta = r + d * v_next - v
 
@@ -139,4 +153,4 @@ def lambda_returns(
     """
     fn = "lambda_returns"
     r, d, v, v_boot, lam = _check(fn, rewards, discounts, values, bootstrap_value, lambda_)
-    return generalized_advantage_estimation(r, d, v, v_boot, lam) + v
+    return _gae(r, d, v, v_boot, lam) + v

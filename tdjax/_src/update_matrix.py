@@ -35,7 +35,7 @@ import numpy as np
 import optax
 
 from tdjax._src.layerwise import layerwise_per_example_grads
-from tdjax._src.validation import check_scalar, leading_dim
+from tdjax._src.validation import check_params, check_scalar, eval_on_example, leading_dim
 
 __all__ = [
     "update_matrix",
@@ -102,7 +102,8 @@ def _check_common(fn_name, loss_fn, optimizer, params, opt_state, batch, probe_x
     _check_chunk(probe_chunk_size, "probe_chunk_size", fn_name)
     k = leading_dim(batch, "batch")
     m = leading_dim(probe_xs, "probe_xs")
-    check_scalar(jax.eval_shape(loss_fn, params, _one(batch)), fn_name, "loss_fn")
+    check_params(params, fn_name)
+    check_scalar(eval_on_example(loss_fn, (params, _one(batch)), fn_name, "loss_fn", "batch"), fn_name, "loss_fn")
     _check_opt_state(optimizer, params, opt_state, fn_name)
     return k, m
 
@@ -341,7 +342,8 @@ def update_matrix(
     fn_name = "update_matrix"
     _check_strategy(strategy, fn_name)
     k, _ = _check_common(fn_name, loss_fn, optimizer, params, opt_state, batch, probe_xs, chunk_size, probe_chunk_size)
-    check_scalar(jax.eval_shape(output_fn, params, _one(probe_xs)), fn_name, "output_fn")
+    check_scalar(eval_on_example(output_fn, (params, _one(probe_xs)), fn_name, "output_fn", "probe_xs"), fn_name,
+                 "output_fn")
 
     _check_method(method, fn_name)
     spec = _ChunkRows(loss_fn, output_fn, _difference, optimizer, probe_chunk_size, method)
@@ -383,7 +385,7 @@ def policy_update_matrix(
     fn_name = "policy_update_matrix"
     _check_strategy(strategy, fn_name)
     k, _ = _check_common(fn_name, loss_fn, optimizer, params, opt_state, batch, probe_xs, chunk_size, probe_chunk_size)
-    out = jax.eval_shape(policy_fn, params, _one(probe_xs))
+    out = eval_on_example(policy_fn, (params, _one(probe_xs)), fn_name, "policy_fn", "probe_xs")
     if len(out.shape) != 1:
         raise ValueError(
             f"{fn_name}: `policy_fn` must return a vector [n_actions] for one input, got shape {out.shape}."
@@ -430,7 +432,8 @@ def linearized_update_matrix(
     fn_name = "linearized_update_matrix"
     _check_method(method, fn_name)
     k, m = _check_common(fn_name, loss_fn, optimizer, params, opt_state, batch, probe_xs, chunk_size, probe_chunk_size)
-    check_scalar(jax.eval_shape(output_fn, params, _one(probe_xs)), fn_name, "output_fn")
+    check_scalar(eval_on_example(output_fn, (params, _one(probe_xs)), fn_name, "output_fn", "probe_xs"), fn_name,
+                 "output_fn")
 
     def block(examples, probe_grads):  # [c] examples x [pc] probe gradients -> [c, pc]
         grads = _per_example_grads(loss_fn, params, examples, method)
