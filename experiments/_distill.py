@@ -1,10 +1,13 @@
-"""What the distillation figures (Lyle et al. 2022 Fig. 5 and Fig. 11) share: a DQN teacher per game,
+"""What the distillation figures (Lyle et al. 2022 Fig. 5, 6 and 11) share: a DQN teacher per game,
 trained once, saved by path and reused, with its final replay buffer saved as the distillation data.
 
 `teacher_and_data(agent_config, folder, key)` returns the folders of the teacher and of its dataset,
 training and saving them only when `folder` does not already hold a teacher trained with exactly
 `agent_config` (so Fig. 11 reuses Fig. 5's teachers when both point at the same `teacher_dir`). It
 also returns the teacher run's metrics (or None when reused), for the teacher's own update rank.
+
+`policy_teacher_and_data(ppo_config, folder, key, data_steps=...)` does the same for Fig. 6's PPO
+teachers, whose data is collected after training by sampling the teacher's policy.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from tdjax.train import (
 )
 from tdjax.train.teacher import TeacherError
 
-__all__ = ["teacher_and_data", "student_returns"]
+__all__ = ["teacher_and_data", "policy_teacher_and_data", "student_returns"]
 
 
 def _reusable(folder: Path, config: ValueConfig) -> bool:
@@ -77,3 +80,39 @@ def student_returns(policy_fn: Any, params: Any, env_name: str, key: jax.Array, 
                                               sample=sample))
     mean, count = fn(params, key)
     return float(mean), int(count)
+
+
+def policy_teacher_and_data(config: Any, folder: str | Path, key: jax.Array, *, data_steps: int,
+                            data_epsilon: float = 0.0) -> Tuple[str, str, dict]:
+    """An actor-critic teacher (`ActorCriticConfig`, e.g. PPO; Lyle et al. 2022 §6.2) and a dataset of
+    `data_steps` vector steps it collected on its training levels, sampling its own policy (then
+    ε-random with `data_epsilon`): (teacher folder, dataset folder, the teacher run's returns).
+
+    Trained, collected and saved only when `folder` does not already hold a teacher trained with
+    exactly `config` and data collected with these settings (the data folder's name records them).
+    The returns dict holds the teacher run's mean train-level and test-level return over the last
+    quarter of training (`family.mean_return`; NaN without evaluation)."""
+    from tdjax.train import collect_dataset, family_of
+    from tdjax.train.seeds import train_seeds
+
+    folder = Path(folder)
+    data = folder / f"data_{int(data_steps)}_eps{float(data_epsilon):g}"
+    metrics_file = folder / "teacher_metrics.npz"
+    try:
+        reusable = load_teacher(folder / "teacher").config == config and metrics_file.is_file()
+    except TeacherError:
+        reusable = False
+    k_train, k_data = jax.random.split(key)
+    if not reusable:
+        state, m = train_seeds(config, k_train, 1, keep_state=True)
+        params = jax.tree.map(lambda x: np.asarray(x[0]), state.learner.params)
+        save_teacher(folder / "teacher", config, params)
+        family = family_of(config)
+        last = max(1, m.env_steps.shape[1] // 4)
+        save_npz(metrics_file, train_return=np.asarray(family.mean_return(m, last)).reshape(-1)[0],
+                 test_return=np.asarray(family.mean_return(m, last, test=True)).reshape(-1)[0])
+    if not reusable or not (data / "dataset.json").is_file():
+        teacher = load_teacher(folder / "teacher")
+        ds, info = collect_dataset(teacher, int(data_steps), k_data, epsilon=float(data_epsilon))
+        save_dataset(data, ds, info)
+    return str(folder / "teacher"), str(data), _load_metrics(metrics_file) or {}
