@@ -61,3 +61,16 @@ def test_bad_config_names_the_field():
     with pytest.raises(ValueError, match="student.objective"):
         lyle22_fig6.run(cfg.__class__(**{**cfg.__dict__, "student": cfg.student.replace(objective="qa_regression")}),
                         show_progress=False)
+
+
+def test_claims_are_not_decided_without_returns():
+    """An evaluation in which no episode ended (NaN returns) leaves the claims undecided, with the fix."""
+    cfg = lyle22_fig6.tiny()
+    res = dict(returns=np.full((1, 4, cfg.student_seeds), np.nan), seconds=np.zeros(1), teacher_run=np.zeros((1, 2)))
+    items = lyle22_fig6.check_claims(cfg, res).items
+    assert all(i["held"] is None for i in items)
+    assert any("--eval-steps" in i["claim"] for i in items)
+    res["returns"][:] = 10.0
+    res["returns"][0, 3] = 12.0  # student test above the teacher's test
+    held = [i["held"] for i in lyle22_fig6.check_claims(cfg, res).items if i["held"] is not None]
+    assert held == [True, True, True]
