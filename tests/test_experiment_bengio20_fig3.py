@@ -14,7 +14,7 @@ import pytest
 
 from experiments import bengio20_fig3
 from experiments._distill import dstar
-from tdjax.train import load_dataset
+from tdjax.train import load_dataset, load_teacher
 from tdjax.train.seeds import make_seed_runner
 
 GAME = "CartPole-v1"
@@ -84,12 +84,13 @@ def test_mask_is_the_update_samples_episode(run):
 
 def test_gain_equals_one_optax_step_by_hand(run):
     """gain(t, x) = J_θ(s_{t+x}) − J_θ′(s_{t+x}), θ′ one step of the student's optax optimizer on s_t
-    alone, computed explicitly under jit for the update sample itself (x = 0) and one neighbour; the
-    TD loss L_QL from its formula."""
+    alone, computed explicitly under jit for the update sample itself (x = 0) and one neighbour, with
+    both losses written out from the saved teacher: the L_reg student's (q(s)[a] − q_T(s)[a])² and the
+    TD loss to the teacher's bootstrap (q(s)[a] − r − γ d maxₐ′ q_T(s′, a′))²."""
     _, _, _, t_path, d_path = run
     cfg = bengio20_fig3.tiny()
     X = cfg.max_offset
-    s_cfg = cfg.student.replace(teacher=t_path, dataset=d_path, objective="td_star")
+    s_cfg = cfg.student.replace(teacher=t_path, dataset=d_path, objective="q_regression")
     runner = make_seed_runner(s_cfg, cfg.student_seeds)
     state, _ = runner.run(runner.init(jax.random.key(3)), 0, 20)
     agent, data = runner.agent, jax.tree.map(lambda a: a[0], state.data)
@@ -102,29 +103,34 @@ def test_gain_equals_one_optax_step_by_hand(run):
 
     learner = jax.tree.map(lambda a: a[1], state.learner)  # seed 1, update sample 0
     t0, e0 = int(t[1, 0]), int(e[1, 0])
-    offsets = [0] + [x for x in range(1, X + 1) if bool(mask[1, 0, X + x])][:1]
+    offsets = [0] + [x for x in range(1, X + 1) if bool(mask[1, 0, X + x])][:1] + [-1]
+    assert len(offsets) == 3 and bool(mask[1, 0, X - 1]) == (t0 > 0 and not bool(ds.replay.data.done[t0 - 1, e0]))
+    teacher = load_teacher(t_path)
+    obs, act = ds.replay.data.obs, ds.replay.data.action
     gamma = s_cfg.gamma
 
+    def l_reg(p, tt):
+        return (agent.q_values(p, obs[tt, e0])[act[tt, e0]] - teacher.outputs(obs[tt, e0])[act[tt, e0]]) ** 2
+
+    def l_td_star(p, tt):
+        tr = jax.tree.map(lambda a: a[tt, e0], ds.replay.data)
+        target = tr.reward + gamma * tr.discount * jnp.max(teacher.outputs(tr.next_obs))
+        return (agent.q_values(p, tr.obs)[tr.action] - target) ** 2
+
     @jax.jit
-    def by_hand(tt, ee):
-        sample = jax.tree.map(lambda a: a[0], agent.make_examples(learner, data, t[1, :1], e[1, :1]))
-        nb = jax.tree.map(lambda a: a[0], agent.make_examples(learner, data, tt[None], ee[None]))
-        own = lambda p, ex: agent.example_loss(p, learner.target_params, ex)
-        grads = jax.grad(own)(learner.params, sample)
+    def by_hand(tt):
+        grads = jax.grad(l_reg)(learner.params, t0)
         updates, _ = agent.optimizer.update(grads, learner.opt_state, learner.params)
         new = optax.apply_updates(learner.params, updates)
-
-        def l_ql(p):
-            q, q_next = agent.q_values(p, nb.tr.obs), agent.q_values(p, nb.tr.next_obs)
-            delta = nb.tr.reward + gamma * nb.tr.discount * jnp.max(q_next) - q[nb.tr.action]
-            return 0.5 * delta ** 2
-
-        return own(learner.params, nb) - own(new, nb), l_ql(learner.params) - l_ql(new)
+        return (l_reg(learner.params, tt) - l_reg(new, tt), l_td_star(learner.params, tt) - l_td_star(new, tt))
 
     for x in offsets:
-        want, want_td = by_hand(jnp.asarray(t0 + x), jnp.asarray(e0))
-        np.testing.assert_allclose(gain.per_sample[1, 0, X + x], want, rtol=2e-4, atol=1e-6, err_msg=f"x={x}")
-        np.testing.assert_allclose(gain_td.per_sample[1, 0, X + x], want_td, rtol=2e-4, atol=1e-6, err_msg=f"x={x}")
+        if not bool(mask[1, 0, X + x]):
+            assert gain.per_sample[1, 0, X + x] == 0 and gain_td.per_sample[1, 0, X + x] == 0
+            continue
+        want, want_td = by_hand(t0 + x)
+        np.testing.assert_allclose(gain.per_sample[1, 0, X + x], want, rtol=2e-4, atol=1e-7, err_msg=f"x={x}")
+        np.testing.assert_allclose(gain_td.per_sample[1, 0, X + x], want_td, rtol=2e-4, atol=1e-7, err_msg=f"x={x}")
     assert float(gain.per_sample[1, 0, X]) > 0
 
 
