@@ -42,7 +42,8 @@ Scales (`--scale`): `smoke` (2 MinAtar games, Fig. 5's 40k-step teachers, 5k-ste
 updates measured every 500, 2 seeds: under 5 minutes on 2 cores with cached teachers); `cpu` (Fig. 5's
 300k-step teachers, 25k-step D*, 20,000 updates, 4 seeds); `paper` (App. B.2: Atari MsPacman, Asterix,
 Seaquest with sticky actions through envpool, Nature CNN, lr 1e-4, γ 0.99, batch 32, a 500k-transition
-D*, 500k updates, 10 runs: a GPU job).
+D*, 500k updates, 10 runs: a GPU job; D* is part of every vmapped seed's state, ~3.5 GB each with frames
+stored once, so on one 80 GB GPU pass `--student-seeds 5` and a second `--seed`).
 
 Run: `python -m experiments.bengio20_fig3 --out outputs/bengio20_fig3 [--scale smoke|cpu|paper]`.
 """
@@ -79,16 +80,17 @@ NEAR, FAR = (1, 10), (20, 30)  # |x| ranges of the claims ("especially from indi
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    games: tuple[str, ...] = ("Breakout-MinAtar", "Asterix-MinAtar")
-    seed: int = 0
+    games: tuple[str, ...] = ("Breakout-MinAtar", "Asterix-MinAtar")  # MinAtar stand-ins (module docstring)
+    seed: int = 0  # root of teacher, D*, student and update-sample randomness
     teacher_dir: str = "outputs/teachers"  # teachers and D* are saved here and reused (Fig. 5's teachers too)
     teacher: ValueConfig = lyle22_fig5.Config().teacher  # Fig. 5's DQN teacher; its env is set per game
     data_steps: int = 5_000  # vector steps of D* (× teacher.num_envs transitions)
     data_epsilon: float = 0.05  # ε of the teacher's ε-greedy rollouts (App. B.2: 5%)
+    # the students; `objective`, `teacher` and `dataset` are set per run
     student: OfflineConfig = OfflineConfig(
         network="minatar_cnn", num_updates=2_000, batch_size=32, lr=1e-4, gamma=0.99, max_grad_norm=None,
         probe_interval=0, checkpoint_interval=500)
-    objectives: tuple[str, ...] = OBJECTIVES
+    objectives: tuple[str, ...] = OBJECTIVES  # L_MC, L_reg, L_TD* (OfflineConfig objective names)
     student_seeds: int = 2  # vmapped; every objective starts from the same initial weights
     measure_every: int = 500  # updates between measuring points (num_updates is a multiple of it)
     num_samples: int = 64  # update samples per measuring point and seed
