@@ -8,6 +8,10 @@ also returns the teacher run's metrics (or None when reused), for the teacher's 
 
 `policy_teacher_and_data(ppo_config, folder, key, data_steps=...)` does the same for Fig. 6's PPO
 teachers, whose data is collected after training by sampling the teacher's policy.
+
+`dstar(teacher_folder, folder, key, data_steps=..., epsilon=0.05)` is Bengio et al. 2020's D* (§5): a
+saved teacher acting ε-greedily, collected once into `folder/dstar_<steps>_eps<ε>` and reused until the
+teacher is retrained.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from tdjax.train import (
 )
 from tdjax.train.teacher import TeacherError
 
-__all__ = ["teacher_and_data", "policy_teacher_and_data", "student_returns"]
+__all__ = ["teacher_and_data", "policy_teacher_and_data", "dstar", "student_returns"]
 
 
 def _reusable(folder: Path, config: ValueConfig) -> bool:
@@ -116,3 +120,22 @@ def policy_teacher_and_data(config: Any, folder: str | Path, key: jax.Array, *, 
         ds, info = collect_dataset(teacher, int(data_steps), k_data, epsilon=float(data_epsilon))
         save_dataset(data, ds, info)
     return str(folder / "teacher"), str(data), _load_metrics(metrics_file) or {}
+
+
+def dstar(teacher_folder: str | Path, folder: str | Path, key: jax.Array, *, data_steps: int,
+          epsilon: float = 0.05) -> str:
+    """Bengio et al. 2020's D*: `data_steps` vector steps of the saved teacher acting ε-greedily
+    (`tdjax.train.collect_dataset`, App. B.2: ε = 5%), saved as `folder/dstar_<data_steps>_eps<ε>`.
+
+    Collected only when that folder holds no dataset, or one older than the teacher's parameters (the
+    teacher was retrained since). Returns the dataset's folder."""
+    from tdjax.train import collect_dataset
+
+    data = Path(folder) / f"dstar_{int(data_steps)}_eps{float(epsilon):g}"
+    params = Path(teacher_folder) / "params.npz"
+    saved = data / "dataset.npz"
+    if (data / "dataset.json").is_file() and saved.is_file() and saved.stat().st_mtime_ns >= params.stat().st_mtime_ns:
+        return str(data)
+    ds, info = collect_dataset(load_teacher(teacher_folder), int(data_steps), key, epsilon=float(epsilon))
+    save_dataset(data, ds, info)
+    return str(data)
