@@ -92,6 +92,8 @@ def test_settings_match_the_baseline():
             assert g.num_epochs >= 2 and g.num_minibatches >= 2  # unroll=True over one element does not unroll
 
 
+# ~30 s of CPU (a child process compiling a Pong loop); run by `make test-paper`.
+@pytest.mark.paper_scale
 def test_isolated_row_runs_in_a_child_process(capsys):
     """--isolate: the row is measured by a child process of the script and comes back as JSON."""
     bench = _load()

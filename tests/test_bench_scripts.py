@@ -27,6 +27,9 @@ def _load(name):
     return importlib.import_module(name)
 
 
+# ~60 s of CPU, nearly all compilation of two whole training loops; `make bench` runs the script itself
+# (and `make test-paper` this test), so the suite keeps within its 15-minute budget.
+@pytest.mark.paper_scale
 def test_minatar_table_and_baseline_run(capsys):
     bench = _load("bench_value_based_steps")
     out = bench.main(["--tables", "minatar"] + _MINATAR)

@@ -28,6 +28,9 @@ def test_fig4_writes_figure_data_and_claims(fig4_out):
     assert len([c for c in saved["claims"] if c["held"] is not None]) == 2
 
 
+# ~45 s of CPU (a second compilation of the whole DAAC run). The in-loop probes equal the library
+# outside the loop in test_train_probes and test_train_actor_critic; run by `make test-paper`.
+@pytest.mark.paper_scale
 def test_fig4_probes_match_the_loop_run_outside_the_experiment(fig4_out):
     # the experiment's curves are the loop's own probe fields, in CURVES order (independent re-run)
     import jax
