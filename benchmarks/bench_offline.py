@@ -33,7 +33,7 @@ batch give the same loss and parameters; both runs make `num_updates` updates; b
 (mean of the first tenth of the run > mean of the last tenth).
 
 Usage:
-  python benchmarks/bench_offline.py                   # default sizes (~5-6 min on 2 cores)
+  python benchmarks/bench_offline.py                   # default sizes (~10 min on 2 loaded cores)
   python benchmarks/bench_offline.py --quick           # small sizes (~2-3 min, mostly compiling)
   python benchmarks/bench_offline.py --settings cartpole --objectives mc_regression --updates 2000
 Run under the Makefile's allocator settings (MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ /
@@ -381,7 +381,7 @@ def parse(argv):
                    help="the first one also gets the probes-on row")
     p.add_argument("--updates", type=int, default=None,
                    help="updates per run (default: 2000 for minatar, 5000 for cartpole: ~1-2 s per call)")
-    p.add_argument("--repeats", type=int, default=7,
+    p.add_argument("--repeats", type=int, default=11,
                    help="timed calls per variant, interleaved (the fastest counts): short runs, many repeats, so "
                         "that some fall in quiet moments of a shared machine")
     p.add_argument("--lr", type=float, default=1e-3, help="student learning rate (Fig. 5: 1e-3)")
