@@ -2,7 +2,7 @@
 
 The script is loaded from its file (benchmarks/ is not a package). CartPole only, one objective, 100
 updates: the cost is compiling 3 small loops (tdjax, the floor, tdjax with probes) and training the
-tiny teacher (~20-30 s on 2 CPU cores). Inside `main` the script itself checks that tdjax's update and
+tiny teacher (~25-40 s on 2 loaded CPU cores). Inside `main` the script itself checks that tdjax's update and
 the floor's step agree on one batch, that both runs make `--updates` updates, and that the floor's
 loss decreases.
 """
