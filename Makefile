@@ -47,8 +47,12 @@ lint: $(VENV)/.stamp-core
 docs: $(VENV)/.stamp-core
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
+# The tests' tiny configs spend most of their time compiling: XLA:CPU's LLVM backend at -O0 compiles
+# faster (measured, whole suite on 2 quiet cores: 19.2 → 13.5 min, CPU time 37 → 26 min); every test passes
+# at -O0 as at the default level. Subprocess tests keep the flag and add their fake-device count.
 test: lint system-deps
-	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -q -n 2 -m "not paper_scale" $(PYTEST_ARGS)
+	XLA_FLAGS="--xla_backend_optimization_level=0 $$XLA_FLAGS" OPENBLAS_NUM_THREADS=1 \
+	  $(PY) -m pytest -q -n 2 -m "not paper_scale" $(PYTEST_ARGS)
 
 test-paper: $(VENV)/.stamp-core system-deps
 	$(PY) -m pytest -q -m paper_scale $(PYTEST_ARGS)

@@ -50,7 +50,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Sequence
+from typing import Any, Callable, Dict
 
 import jax
 import jax.numpy as jnp
@@ -69,27 +69,15 @@ from tdjax.train import (
 from tdjax.train import offline as off
 from tdjax.train import replay as replay_lib
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_value_based_steps import fmt, md_table  # noqa: E402  (the benchmarks' table helpers)
+
 OBJECTIVES = ("value_distillation", "mc_regression", "behaviour_cloning")
 SETTINGS = ("minatar", "cartpole")
 
 
 # ----------------------------------------------------------------------------------------------------
 # Helpers.
-
-
-def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def fmt(x: float, digits: int = 3) -> str:
-    """Rounded to `digits` significant figures, thousands separated."""
-    if x != x:  # NaN
-        return "–"
-    if abs(x) >= 10 ** digits:
-        return f"{x:,.0f}"
-    return f"{x:,.{max(digits - 1 - int(np.floor(np.log10(abs(x)))), 0)}f}" if x else "0"
 
 
 def say(*a):

@@ -347,7 +347,7 @@ _SHARDED_CHILD = textwrap.dedent(
 def test_sharded_arrays_save_and_restore_with_their_sharding(tmp_path):
     script = tmp_path / "sharded.py"
     script.write_text(_SHARDED_CHILD)
-    env = dict(_ENV, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env = dict(_ENV, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip())
     out = subprocess.run([sys.executable, str(script), str(tmp_path / "ckpt")], env=env, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]

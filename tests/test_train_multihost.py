@@ -25,7 +25,8 @@ def _free_port() -> int:
 
 def test_two_process_run_equals_one_process_run(tmp_path):
     port, out = str(_free_port()), tmp_path / "params.npz"
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device per process
+    env = dict(os.environ)  # one CPU device per process: no fake-device flag (make test's -O0 is kept)
+    env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f)
     procs = [subprocess.Popen([sys.executable, str(HERE / "_multihost_worker.py"), str(i), port, str(out)],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for i in range(2)]
