@@ -1,6 +1,7 @@
 """Lyle et al. 2022 Fig. 6 experiment: a tiny run (CartPole, a short PPO teacher, two policy-distilled
 students), checked on what it writes, and the PPO teacher cache (a second call reuses teacher and data)."""
 
+import dataclasses
 import json
 
 import jax
@@ -59,8 +60,10 @@ def test_teacher_and_data_are_saved_and_reused(run):
 def test_bad_config_names_the_field():
     cfg = lyle22_fig6.tiny()
     with pytest.raises(ValueError, match="student.objective"):
-        lyle22_fig6.run(cfg.__class__(**{**cfg.__dict__, "student": cfg.student.replace(objective="qa_regression")}),
+        lyle22_fig6.run(dataclasses.replace(cfg, student=cfg.student.replace(objective="qa_regression")),
                         show_progress=False)
+    with pytest.raises(ValueError, match="eval_epsilon"):
+        lyle22_fig6.run(dataclasses.replace(cfg, eval_epsilon=1.5), show_progress=False)
 
 
 def test_claims_are_not_decided_without_returns():
