@@ -119,12 +119,13 @@ class ValueConfig:
     target_update_interval: int = 250  # updates between copies of θ into the target network θ⁻
     gamma: float = 0.99  # discount γ
     # optimizer
-    optimizer: str = "adam"  # "adam" | "rmsprop", after global-norm clipping
+    optimizer: str = "adam"  # "adam" | "rmsprop" | "sgd" | "momentum" (heavy-ball SGD), after clipping
     lr: float = 1e-3  # learning rate
     adam_eps: float = 1e-8  # Adam's ε
     rmsprop_decay: float = 0.95  # RMSProp's decay of the squared-gradient average
     rmsprop_eps: float = 0.01  # RMSProp's ε
     rmsprop_centered: bool = True  # RMSProp divides by the variance, not the second moment
+    momentum: float = 0.9  # momentum of optimizer="momentum"
     max_grad_norm: Optional[float] = 10.0  # None: no clipping
     # ε-greedy: linear from eps_start to eps_end over eps_decay_steps env steps
     eps_start: float = 1.0  # ε-greedy: ε at step 0, falling linearly to eps_end
@@ -251,7 +252,8 @@ def _validate(c: ValueConfig) -> None:
     core.check_common_fields(c, positive=("buffer_size", "batch_size", "train_frequency", "target_update_interval",
                                           "probe_sign_window", "probe_sign_steps", "n_quantiles"))
     check_choice(c, "algo", ALGOS)
-    check_choice(c, "optimizer", ("adam", "rmsprop"))
+    check_choice(c, "optimizer", ("adam", "rmsprop", "sgd", "momentum"))
+    require(0.0 <= c.momentum < 1.0, c, "momentum", "must lie in [0, 1)", "e.g. momentum=0.9")
     require(c.learning_starts >= 0, c, "learning_starts", "must be >= 0", "set learning_starts >= 0")
     require(c.eps_decay_steps >= 0, c, "eps_decay_steps", "must be >= 0", "set eps_decay_steps >= 0")
     for name in ("eps_start", "eps_end"):
@@ -334,7 +336,7 @@ def build_spec(c: ValueConfig) -> ValueSpec:
     core.check_network(c, network, vec.obs_shape)  # still nothing compiled
     optimizer = core.make_optimizer(c.optimizer, c.lr, max_grad_norm=c.max_grad_norm, adam_eps=c.adam_eps,
                                     rmsprop_decay=c.rmsprop_decay, rmsprop_eps=c.rmsprop_eps,
-                                    rmsprop_centered=c.rmsprop_centered)
+                                    rmsprop_centered=c.rmsprop_centered, momentum=c.momentum)
     num_envs = c.num_envs // c.num_devices
     env = envs_lib.make_vec(c.env, num_envs, seed=c.env_seed, backend=c.env_backend, options=dict(c.env_options))
     settings = probes_lib.ProbeSettings(
