@@ -242,3 +242,27 @@ def test_bad_inputs_fail_before_compiling(files, tmp_path):
     save_dataset(tmp_path / "acrobot", ds, info)
     with pytest.raises(ValueError, match="OfflineConfig.dataset.*observations are \\(6,\\)"):
         make_agent(_cfg(files, "value_distillation", dataset=str(tmp_path / "acrobot")))
+
+
+def test_td_lambda_and_lr_as_data_equal_configured_runs(files):
+    """λ and the learning rate of a td_lambda student as data (one vmapped program for the sweep)
+    equal runs configured with them; the initial G^λ are those of that λ."""
+    from tdjax.train import seeds as seeds_lib
+
+    cfg = _cfg(files, "td_lambda", teacher="", num_updates=6, target_update_interval=3, lr=1e-2)
+    lams, lrs = [0.0, 0.95], [1e-2, 3e-3]
+    runner = seeds_lib.make_seed_runner(cfg, 2)
+    state = runner.init(jax.random.key(5), seeds_per_value=1, td_lambda=jnp.array(lams), lr=jnp.array(lrs))
+    ref_agent = make_agent(cfg.replace(td_lambda=lams[1], lr=lrs[1]))
+    ref0 = ref_agent.init(jax.random.split(jax.random.key(5), 1)[0])
+    np.testing.assert_allclose(state.learner.lambda_return[1], ref0.learner.lambda_return, rtol=1e-6)
+    state, m = runner.run(state, 0, cfg.num_updates)
+    key0 = jax.random.split(jax.random.key(5), 1)[0]
+    for s in range(2):
+        want, wm = jax.jit(make_train(cfg.replace(td_lambda=lams[s], lr=lrs[s])))(key0)
+        np.testing.assert_allclose(m.loss[s], wm.loss, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(state.learner.lambda_return[s], want.learner.lambda_return, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"td_lambda must lie in \[0.0, 1.0\]"):
+        runner.init(jax.random.key(5), td_lambda=jnp.array([0.5, 1.5]))
+    with pytest.raises(ValueError, match=r"td_lambda is only data for objective='td_lambda'"):
+        make_agent(_cfg(files, "q_learning", teacher="")).set_hyperparams(None, td_lambda=0.5)

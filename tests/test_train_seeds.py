@@ -74,3 +74,33 @@ def test_bad_num_seeds_is_a_clear_error():
         seeds_lib.make_seed_runner(CFG, 0)
     with pytest.raises(ValueError, match="seed_devices"):  # seeds vmapped over more devices than exist
         seeds_lib.make_seed_runner(CFG.replace(seed_devices=64), 64)
+
+
+def test_learning_rates_as_data_equal_configured_runs(reference):
+    """A sweep of 2 learning rates × S seeds is one vmapped program (the rate in the optimizer state);
+    each block equals the runs configured with that rate, from the same S seeds."""
+    lrs = [CFG.lr, 3e-3]
+    runner = seeds_lib.make_seed_runner(CFG, len(lrs) * S)
+    state = runner.init(jax.random.key(3), seeds_per_value=S, lr=seeds_lib.sweep_values(lrs, S))
+    np.testing.assert_allclose(state.learner.opt_state.hyperparams["learning_rate"], np.repeat(lrs, S))
+    state, m = runner.run(state, 0, runner.num_iterations)
+    _close(m.loss[:S], reference[1].loss)
+    _close(jax.tree.map(lambda x: x[:S], state.learner.params), reference[0].learner.params)
+    other_state, other = seeds_lib.train_seeds(CFG.replace(lr=lrs[1]), jax.random.key(3), S)
+    _close(m.loss[S:], other.loss)
+    _close(jax.tree.map(lambda x: x[S:], state.learner.params), other_state.learner.params)
+    assert not np.allclose(np.asarray(m.loss[:S, -1]), np.asarray(m.loss[S:, -1]))  # the rate mattered
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(lr=jnp.array([1e-3, -1.0])), r"lr must lie in \(0.0, inf\]"),
+    (dict(lr=jnp.array([1e-3, np.nan])), r"lr must lie"),
+    (dict(lr=jnp.array([1e-3, 1e-3, 1e-3])), r"lr must have one value per run, shape \(2,\)"),
+    (dict(gamma=jnp.array([0.9, 0.99])), r"cannot take \['gamma'\] as data"),
+    (dict(td_lambda=jnp.array([0.5, 0.9])), r"cannot take \['td_lambda'\] as data"),
+    (dict(lr=jnp.array([1e-3, 1e-3]), seeds_per_value=3), r"seeds_per_value=3 must divide"),
+])
+def test_bad_sweep_values_name_the_argument(kwargs, match):
+    runner = seeds_lib.make_seed_runner(CFG, 2)
+    with pytest.raises(ValueError, match=match):
+        runner.init(jax.random.key(0), **kwargs)

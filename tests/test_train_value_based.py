@@ -173,7 +173,7 @@ def test_one_update_matches_library(algo):
     want, grads = direct(p)
     np.testing.assert_allclose(m.loss[0], want, rtol=2e-5, atol=1e-6)
 
-    updates, _ = optax.adam(cfg.lr, eps=cfg.adam_eps).update(grads, before.learner.opt_state, p)
+    updates, _ = optax.adam(cfg.lr, eps=cfg.adam_eps).update(grads, before.learner.opt_state.inner_state, p)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                  state.learner.params, optax.apply_updates(p, updates))
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Callable, ClassVar, Dict, NamedTuple, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -34,6 +34,7 @@ from tdjax.train.host_loop import run_host_driven
 from tdjax.train.validation import check_choice, check_types, require
 
 __all__ = ["Family", "register_family", "family_of", "make_agent", "make_train", "summarise", "mean_return",
+           "set_learning_rate", "check_hyperparam_values",
            "typed_key", "make_optimizer", "auto_network", "torso_factory", "check_network", "EpisodeStats",
            "EndedEpisodes", "new_episode_stats", "track_episodes", "sum_ended", "reset_envs", "reattach",
            "rank_or_nan", "nanmean", "probe_means", "check_common_fields", "Agent",
@@ -118,9 +119,22 @@ def typed_key(key: jax.Array) -> jax.Array:
 
 def make_optimizer(name: str, lr: float, *, max_grad_norm: Optional[float], adam_eps: float = 1e-8,
                    rmsprop_decay: float = 0.95, rmsprop_eps: float = 0.01,
-                   rmsprop_centered: bool = True, momentum: float = 0.9) -> optax.GradientTransformation:
+                   rmsprop_centered: bool = True, momentum: float = 0.9,
+                   lr_in_state: bool = False) -> optax.GradientTransformation:
     """Adam, RMSProp, SGD or momentum SGD (`momentum`, heavy-ball), after global-norm gradient
-    clipping unless `max_grad_norm` is None."""
+    clipping unless `max_grad_norm` is None.
+
+    `lr_in_state=True` keeps the learning rate in the optimizer's state (`optax.inject_hyperparams`,
+    `opt_state.hyperparams["learning_rate"]`; the inner optimizer's state is `opt_state.inner_state`),
+    so runs that differ only in their learning rate share one program and can be vmapped with the
+    rate as data (`set_learning_rate`). The updates are the same as with the rate as a constant."""
+    if lr_in_state:
+        def inner(learning_rate):
+            return make_optimizer(name, learning_rate, max_grad_norm=max_grad_norm, adam_eps=adam_eps,
+                                  rmsprop_decay=rmsprop_decay, rmsprop_eps=rmsprop_eps,
+                                  rmsprop_centered=rmsprop_centered, momentum=momentum)
+
+        return optax.inject_hyperparams(inner)(learning_rate=lr)
     if name == "adam":
         tx = optax.adam(lr, eps=adam_eps)
     elif name == "rmsprop":
@@ -134,6 +148,16 @@ def make_optimizer(name: str, lr: float, *, max_grad_norm: Optional[float], adam
     if max_grad_norm is not None:
         tx = optax.chain(optax.clip_by_global_norm(max_grad_norm), tx)
     return tx
+
+
+def set_learning_rate(opt_state: Any, lr: Any) -> Any:
+    """`opt_state` of a `make_optimizer(..., lr_in_state=True)` optimizer with its learning rate set to
+    `lr` (a scalar, traced or not; float32)."""
+    if not hasattr(opt_state, "hyperparams") or "learning_rate" not in opt_state.hyperparams:
+        raise ValueError("set_learning_rate: opt_state does not hold its learning rate. Fix: build the "
+                         "optimizer with make_optimizer(..., lr_in_state=True).")
+    hyper = dict(opt_state.hyperparams, learning_rate=jnp.asarray(lr, jnp.float32))
+    return opt_state._replace(hyperparams=hyper)
 
 
 def auto_network(env_name: str, obs_shape: Tuple[int, ...]) -> str:
@@ -374,6 +398,37 @@ class Agent:
     def reattach_env(self, state: Any) -> Any:
         """`state` with freshly reset environments and zeroed episode statistics (envpool resumes)."""
         return state._replace(actor=reattach(state.actor, self.spec.env))
+
+    def set_hyperparams(self, state: Any, **values: Any) -> Any:
+        """`state` (from `init`, not batched) with hyperparameters set as data rather than from the
+        config, so runs that differ only in them share one compiled program (vmapped sweeps,
+        `tdjax.train.seeds.SeedRunner.init(key, **values)`). Which names a family accepts:
+        `hyperparams_as_data`; this family accepts none."""
+        return _reject_hyperparams(self, values, ())
+
+    hyperparams_as_data: ClassVar[Tuple[str, ...]] = ()
+
+
+def _reject_hyperparams(agent: Any, values: dict, accepted: Tuple[str, ...]) -> Any:
+    unknown = sorted(set(values) - set(accepted))
+    if unknown:
+        raise ValueError(f"set_hyperparams: {type(agent.config).__name__} cannot take {unknown} as data "
+                         f"(accepted: {list(accepted) or 'none'}). Fix: set them in the config (one program per "
+                         "value), or sweep only over the accepted names.")
+    return None
+
+
+def check_hyperparam_values(name: str, values: Any, low: float, high: float, closed_low: bool) -> None:
+    """ValueError naming `name` if a concrete `values` leaves [low, high] ((low, high] if not closed_low)
+    or is not finite; traced values are not checked (check them before tracing)."""
+    if isinstance(values, jax.core.Tracer):
+        return
+    v = np.asarray(values, np.float64)
+    bad = ~np.isfinite(v) | (v > high) | ((v < low) if closed_low else (v <= low))
+    if np.any(bad):
+        interval = f"{'[' if closed_low else '('}{low}, {high}]"
+        raise ValueError(f"set_hyperparams: {name} must lie in {interval}, got {v[bad].ravel()[:4].tolist()}. "
+                         f"Fix: pass values of {name} in {interval}.")
 
 
 def bound(fn: Callable) -> Callable:

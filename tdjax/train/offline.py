@@ -225,6 +225,7 @@ class LearnerState(NamedTuple):
     target_params: Any  # pytree like params: θ⁻ (bootstrapped objectives; = params otherwise).
     opt_state: Any  # optax state at θ.
     lambda_return: Optional[jax.Array]  # [C, E] float32 G^λ of θ⁻ (td_lambda only, else None).
+    td_lambda: Optional[jax.Array] = None  # shape=(), float32. λ of G^λ (td_lambda only, else None).
 
 
 class DataState(NamedTuple):
@@ -387,7 +388,7 @@ def build_spec(c: OfflineConfig) -> OfflineSpec:
     network = ValueNetwork(_torso(c, info.env, obs_shape), head)
     optimizer = core.make_optimizer(c.optimizer, c.lr, max_grad_norm=c.max_grad_norm, adam_eps=c.adam_eps,
                                     rmsprop_decay=c.rmsprop_decay, rmsprop_eps=c.rmsprop_eps,
-                                    rmsprop_centered=c.rmsprop_centered, momentum=c.momentum)
+                                    rmsprop_centered=c.rmsprop_centered, momentum=c.momentum, lr_in_state=True)
     env = None
     if c.collect:
         assert teacher is not None  # checked by _validate
@@ -481,9 +482,12 @@ def learner_update(spec: OfflineSpec, learner: LearnerState, batch: Example,
     return learner._replace(params=optax.apply_updates(learner.params, updates), opt_state=opt_state), loss
 
 
-def lambda_returns(spec: OfflineSpec, target_params: Any, dataset: data_lib.OfflineDataset) -> jax.Array:
-    """G^λ [C, E] of the whole dataset from θ⁻ (module docstring), time slot by time slot."""
+def lambda_returns(spec: OfflineSpec, target_params: Any, dataset: data_lib.OfflineDataset,
+                   td_lambda: Optional[jax.Array] = None) -> jax.Array:
+    """G^λ [C, E] of the whole dataset from θ⁻ (module docstring), time slot by time slot; λ is
+    `td_lambda` (a scalar, traced in λ sweeps) or, if None, the config's."""
     c = spec.config
+    lam_value = c.td_lambda if td_lambda is None else td_lambda
     cap, num_envs = dataset.replay.data.action.shape
     env_idx = jnp.arange(num_envs)
 
@@ -495,7 +499,7 @@ def lambda_returns(spec: OfflineSpec, target_params: Any, dataset: data_lib.Offl
     d = dataset.replay.data
     end = d.done | ~d.valid
     discount = c.gamma * d.discount.astype(jnp.float32) * d.valid
-    lam = jnp.where(end, 0.0, c.td_lambda).astype(jnp.float32)
+    lam = jnp.where(end, 0.0, lam_value).astype(jnp.float32)
     per_env = jax.vmap(lambda r, g, v_, l: rlax.lambda_returns(r, g, v_, l, stop_target_gradients=True),
                        in_axes=(1, 1, 1, 1), out_axes=1)
     return per_env(d.reward.astype(jnp.float32), discount, v, lam)
@@ -511,9 +515,12 @@ def init_local(spec: OfflineSpec, key: jax.Array, axis_name: Optional[str]) -> R
     dummy = jnp.zeros(spec.info.obs_shape, jnp.float32)
     params = spec.network.init(k_net, dummy)
     dataset = jax.tree.map(jnp.asarray, spec.dataset)
-    lam = lambda_returns(spec, params, dataset) if spec.config.objective == "td_lambda" else None
+    lam, td_lambda = None, None
+    if spec.config.objective == "td_lambda":
+        td_lambda = jnp.asarray(spec.config.td_lambda, jnp.float32)
+        lam = lambda_returns(spec, params, dataset, td_lambda)
     learner = LearnerState(params=params, target_params=params, opt_state=spec.optimizer.init(params),
-                           lambda_return=lam)
+                           lambda_return=lam, td_lambda=td_lambda)
     teacher_params = None if spec.teacher is None else jax.tree.map(jnp.asarray, spec.teacher.params)
     if axis_name is not None:
         k_data = jax.random.fold_in(k_data, jax.lax.axis_index(axis_name))
@@ -635,7 +642,8 @@ def iteration(spec: OfflineSpec, state: RunnerState, i: jax.Array, axis_name: Op
         refresh = updates % c.target_update_interval == 0
 
         def do_refresh(l: LearnerState) -> LearnerState:
-            lam = lambda_returns(spec, l.params, data.dataset) if l.lambda_return is not None else None
+            lam = (lambda_returns(spec, l.params, data.dataset, l.td_lambda) if l.lambda_return is not None
+                   else None)
             return l._replace(target_params=l.params, lambda_return=lam)
 
         learner = jax.lax.cond(refresh, do_refresh, lambda l: l, learner)
@@ -679,6 +687,28 @@ class OfflineAgent(core.Agent):
     learner_update = core.bound(learner_update)
     q_values = core.bound(q_values)
     features = core.bound(features)
+    hyperparams_as_data = ("lr", "td_lambda")
+
+    def set_hyperparams(self, state: RunnerState, **values: Any) -> RunnerState:
+        """`state` (from `init`) with `lr` (> 0) and, for objective="td_lambda", `td_lambda` (λ ∈ [0, 1])
+        set as data: the learning rate lives in the optimizer's state, λ in the learner's, and the
+        initial G^λ are recomputed with it, so the run equals one configured with these values while
+        runs that differ only in them share one program (vmapped λ and learning-rate sweeps)."""
+        core._reject_hyperparams(self, values, self.hyperparams_as_data)
+        if "td_lambda" in values and self.config.objective != "td_lambda":
+            raise ValueError(f"set_hyperparams: td_lambda is only data for objective='td_lambda', not "
+                             f"{self.config.objective!r}. Fix: set OfflineConfig.objective='td_lambda'.")
+        learner = state.learner
+        if "lr" in values:
+            core.check_hyperparam_values("lr", values["lr"], 0.0, np.inf, closed_low=False)
+            learner = learner._replace(opt_state=core.set_learning_rate(learner.opt_state, values["lr"]))
+        if "td_lambda" in values:
+            core.check_hyperparam_values("td_lambda", values["td_lambda"], 0.0, 1.0, closed_low=True)
+            lam = jnp.asarray(values["td_lambda"], jnp.float32)
+            learner = learner._replace(td_lambda=lam, lambda_return=lambda_returns(
+                self.spec, learner.target_params, state.data.dataset, lam))
+        return state._replace(learner=learner)
+
     teacher = property(lambda self: self.spec.teacher)
     dataset = property(lambda self: self.spec.dataset)
     info = property(lambda self: self.spec.info)

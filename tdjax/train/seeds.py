@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from tdjax.train import core
 from tdjax.train import mesh as mesh_lib
 
-__all__ = ["SeedRunner", "make_seed_runner", "train_seeds"]
+__all__ = ["SeedRunner", "make_seed_runner", "train_seeds", "sweep_values"]
 
 
 def _jittable(agent: Any) -> bool:
@@ -53,6 +54,11 @@ def _unstack(tree: Any, num_seeds: int) -> list:
 @functools.lru_cache(maxsize=32)
 def _batched_init(agent: Any):
     return jax.jit(jax.vmap(agent.init))
+
+
+@functools.lru_cache(maxsize=32)
+def _batched_init_with(agent: Any):
+    return jax.jit(jax.vmap(lambda k, h: agent.set_hyperparams(agent.init(k), **h)))
 
 
 @functools.lru_cache(maxsize=32)
@@ -84,17 +90,47 @@ class SeedRunner:
     def num_iterations(self) -> int:
         return self.agents[0].num_iterations
 
-    def keys(self, key: jax.Array) -> jax.Array:
-        """`split(key, S)`, sharded over the "seeds" mesh axis when the seeds are vmapped."""
-        keys = jax.random.split(core.typed_key(key), self.num_seeds)
+    def keys(self, key: jax.Array, seeds_per_value: Optional[int] = None) -> jax.Array:
+        """`split(key, S)`, sharded over the "seeds" mesh axis when the seeds are vmapped. With
+        `seeds_per_value=R` (a sweep, S = L·R): `split(key, R)` tiled L times, so run s has seed s mod R
+        and every setting of the sweep starts from the same R seeds (paired comparisons)."""
+        if seeds_per_value is None:
+            keys = jax.random.split(core.typed_key(key), self.num_seeds)
+        else:
+            if seeds_per_value < 1 or self.num_seeds % seeds_per_value:
+                raise ValueError(f"SeedRunner: seeds_per_value={seeds_per_value} must divide the number of runs "
+                                 f"{self.num_seeds}. Fix: make the runner with len(values) * seeds_per_value runs.")
+            base = jax.random.split(core.typed_key(key), seeds_per_value)
+            keys = jnp.concatenate([base] * (self.num_seeds // seeds_per_value))
         if not self.batched:
             return keys
         c = self.agent.config
         return mesh_lib.shard_seeds(keys, mesh_lib.make_mesh(c.seed_devices, c.num_devices))
 
-    def init(self, key: jax.Array) -> Any:
-        """The initial state of every seed, stacked [S, ...]; seed s starts from `split(key, S)[s]`."""
-        keys = self.keys(key)
+    def init(self, key: jax.Array, *, seeds_per_value: Optional[int] = None, **hyperparams: Any) -> Any:
+        """The initial state of every seed, stacked [S, ...]; seed s starts from `split(key, S)[s]`.
+
+        Sweeps: `hyperparams` are per-run values [S] of the names `agent.hyperparams_as_data` accepts
+        (e.g. `lr`, `td_lambda`): run s gets `values[s]` as data (`agent.set_hyperparams`), so runs that
+        differ only in these values are ONE vmapped program, not one compilation per value. A grid of
+        L values × R seeds is S = L·R runs with the values repeated (`sweep_values`); with
+        `seeds_per_value=R` every value starts from the same R seeds (`keys`)."""
+        keys = self.keys(key, seeds_per_value)
+        if hyperparams:
+            core._reject_hyperparams(self.agent, hyperparams, self.agent.hyperparams_as_data)
+            values = {}
+            for name, v in hyperparams.items():
+                v = jnp.asarray(v, jnp.float32)
+                if v.shape != (self.num_seeds,):
+                    raise ValueError(f"SeedRunner.init: {name} must have one value per run, shape "
+                                     f"({self.num_seeds},), got {v.shape}. Fix: repeat the values over the "
+                                     "seeds (tdjax.train.seeds.sweep_values).")
+                core.check_hyperparam_values(name, v, *_RANGES[name])
+                values[name] = v
+            if self.batched:
+                return _batched_init_with(self.agent)(keys, values)
+            return _stack([jax.jit(lambda k, h, a=a: a.set_hyperparams(a.init(k), **h))(
+                keys[s], {n: v[s] for n, v in values.items()}) for s, a in enumerate(self.agents)])
         if self.batched:
             return _batched_init(self.agent)(keys)
         return _stack([jax.jit(a.init)(keys[s]) for s, a in enumerate(self.agents)])
@@ -111,6 +147,17 @@ class SeedRunner:
             states.append(s)
             metrics.append(m)
         return _stack(states), jax.tree.map(lambda *xs: jnp.stack(xs), *metrics)
+
+
+_RANGES = {"lr": (0.0, float("inf"), False), "td_lambda": (0.0, 1.0, True)}
+
+
+def sweep_values(values: Any, num_seeds: int) -> jax.Array:
+    """The per-run values of a sweep of len(values) settings × `num_seeds` seeds, setting-major:
+    run s has `values[s // num_seeds]` (float32 [len(values) · num_seeds]); pass them to
+    `SeedRunner.init` of a runner with that many runs, and reshape its results to [L, num_seeds, ...]."""
+    v = np.asarray(values, np.float32).reshape(-1)
+    return jnp.asarray(np.repeat(v, num_seeds))
 
 
 def make_seed_runner(config: Any, num_seeds: int) -> SeedRunner:

@@ -336,7 +336,7 @@ def build_spec(c: ValueConfig) -> ValueSpec:
     core.check_network(c, network, vec.obs_shape)  # still nothing compiled
     optimizer = core.make_optimizer(c.optimizer, c.lr, max_grad_norm=c.max_grad_norm, adam_eps=c.adam_eps,
                                     rmsprop_decay=c.rmsprop_decay, rmsprop_eps=c.rmsprop_eps,
-                                    rmsprop_centered=c.rmsprop_centered, momentum=c.momentum)
+                                    rmsprop_centered=c.rmsprop_centered, momentum=c.momentum, lr_in_state=True)
     num_envs = c.num_envs // c.num_devices
     env = envs_lib.make_vec(c.env, num_envs, seed=c.env_seed, backend=c.env_backend, options=dict(c.env_options))
     settings = probes_lib.ProbeSettings(
@@ -587,6 +587,19 @@ class ValueAgent(core.Agent):
     learner_update = core.bound(learner_update)
     q_values = core.bound(q_values)
     features = core.bound(features)
+    hyperparams_as_data = ("lr",)
+
+    def set_hyperparams(self, state: RunnerState, **values: Any) -> RunnerState:
+        """`state` with `lr` (learning rate, > 0) set as data: the optimizer keeps it in its state
+        (`core.make_optimizer(..., lr_in_state=True)`), so a run whose rate is set here equals a run
+        configured with that rate, and runs that differ only in it share one program."""
+        core._reject_hyperparams(self, values, self.hyperparams_as_data)
+        if "lr" not in values:
+            return state
+        core.check_hyperparam_values("lr", values["lr"], 0.0, np.inf, closed_low=False)
+        learner = state.learner
+        return state._replace(learner=learner._replace(opt_state=core.set_learning_rate(learner.opt_state,
+                                                                                       values["lr"])))
 
     def output_fn(self, params, x):
         return output_fn(self.spec)(params, x)
