@@ -205,6 +205,11 @@ CASES = [
          lambda: _make_train("value", hidden=[8]), ValueError, "ValueConfig.hidden", "tuple"),
     Case("config_minibatches", "configs", "`ActorCriticConfig(num_steps=16, num_minibatches=3)`",
          lambda: _make_train("actor_critic", num_minibatches=3), ValueError, "ActorCriticConfig.num_minibatches"),
+    Case("config_probe_offset", "configs", "`ValueConfig(buffer_size=32, probe_max_offset=16)`: offsets beyond the buffer",
+         lambda: _make_train("value", probe_interval=4, probe_k=4, probe_sign_steps=8, probe_max_offset=16),
+         ValueError, "ValueConfig.probe_max_offset", "probe_max_offset <= 15"),
+    Case("config_probe_rho_c51", "configs", "`ValueConfig(algo='c51', probe_rho_terms=True)`",
+         lambda: _make_train("value", algo="c51", probe_rho_terms=True), ValueError, "ValueConfig.probe_rho_terms"),
 ]
 BY_ID = {c.id: c for c in CASES}
 

@@ -56,6 +56,8 @@ UNITS: Dict[str, str] = {
     "probe_rank_eps": "fraction of the spectrum", "probe_srank_delta": "fraction of the spectrum",
     "probe_dormant_tau": "fraction of the mean activation", "probe_sign_window": "steps",
     "probe_sign_steps": "steps per environment", "probe_chunk_size": "examples", "probe_fresh": "flag",
+    "probe_max_offset": "steps (temporal offset X)", "probe_offset_samples": "transitions / examples",
+    "probe_rho_terms": "flag", "probe_rho_moving_target": "flag", "probe_singular_values": "flag",
     # devices
     "num_devices": "devices", "seed_devices": "devices",
     # offline loop

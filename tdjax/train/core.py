@@ -294,9 +294,22 @@ def mean_return(metrics: Any, last: Optional[int] = None, *, test: bool = False,
 
 
 def probe_means(probes: Any) -> dict:
-    """`probe_<field>`: the mean of each probe field over the probes taken (`probes.probed`)."""
+    """`probe_<field>`: the mean of each probe field over the probes taken (`probes.probed`, [T]).
+
+    A field with a per-probe shape (e.g. the loss change by offset, [T, W]) is averaged per entry into
+    one key per entry, `probe_<field>[i]` (`[i,j]` for two axes, flat index order); a zero-size
+    field (a probe that is off) gives no key."""
     probed = np.asarray(probes.probed).astype(bool)
-    return {f"probe_{name}": nanmean(np.asarray(getattr(probes, name))[probed]) for name in probes._fields[1:]}
+    out = {}
+    for name in probes._fields[1:]:
+        taken = np.asarray(getattr(probes, name))[probed]
+        shape = taken.shape[1:]
+        if not shape:
+            out[f"probe_{name}"] = nanmean(taken)
+            continue
+        for idx in np.ndindex(*shape):
+            out[f"probe_{name}[{','.join(map(str, idx))}]"] = nanmean(taken[(slice(None),) + idx])
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -79,8 +79,8 @@ from tdjax.train import teacher as teacher_lib
 from tdjax.train.validation import check_choice, check_types, require
 
 __all__ = ["OfflineConfig", "Objective", "OBJECTIVES", "OfflineSpec", "OfflineAgent", "LearnerState",
-           "DataState", "RunnerState", "OfflineMetrics", "Example", "build_spec", "make_agent", "summarise",
-           "evaluate_policy", "init_local", "iteration", "example_loss"]
+           "DataState", "RunnerState", "OfflineMetrics", "Example", "RHO_TARGETS", "build_spec", "make_agent",
+           "summarise", "evaluate_policy", "init_local", "iteration", "example_loss", "rho_fns", "offset_samples"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +129,12 @@ class OfflineConfig:
     probe_sign_window: int = 5  # window of the TD-error sign variance (Bengio et al. 2020 §5.2)
     probe_sign_steps: int = 32  # consecutive dataset steps per environment for the TD-sign variance
     probe_chunk_size: Optional[int] = None  # examples per vmapped chunk inside the probes
+    # along-trajectory probes (Bengio et al. 2020 §5, Figs 3-5, 7, 12); off by default
+    probe_max_offset: int = 0  # X: loss change and stiffness at offsets −X..X of N update samples; 0 disables them
+    probe_offset_samples: int = 8  # N: update samples of the offset probes (distinct usable examples)
+    probe_rho_terms: bool = False  # r1, r2, r3 of ρ′ over the probe_k × probe_k pairs (squared-loss objectives)
+    probe_rho_moving_target: bool = False  # ρ′ with the target r + γ d maxₐ′ q_θ(x′, a′) moving with θ (eq. 17)
+    probe_singular_values: bool = False  # singular values of the last hidden layer over the probe_k states
     # checkpointing, devices, loop structure
     checkpoint_interval: int = 1_000  # iterations per jitted chunk / checkpoint
     num_devices: int = 1  # devices ONE run is split over (mesh axis "data"; the dataset is replicated)
@@ -212,6 +218,25 @@ OBJECTIVES = {
         lambda c, h, q, qt, qo, ex: jnp.square(_taken(q, ex.tr.action) - jax.lax.stop_gradient(ex.lambda_return))),
 }
 """objective name → `Objective` (the table in the module docstring)."""
+
+RHO_TARGETS: dict = {
+    "q_regression": lambda c, ex: _taken(ex.teacher_out, ex.tr.action),
+    "qa_regression": lambda c, ex: _taken(ex.teacher_out, ex.tr.action),
+    "mc_regression": lambda c, ex: ex.mc_return,
+    "td_star": lambda c, ex: ex.tr.reward + c.gamma * ex.tr.discount * jnp.max(ex.teacher_next),
+    "td_lambda": lambda c, ex: ex.lambda_return,
+    "q_learning": None,
+    "double_dqn": None,
+}
+"""The objectives with a ρ′-term probe (a squared loss of f = q(x, a)) → their regression target
+y(config, example), which ignores θ; None: the bootstrapped TD target of `rho_fns`."""
+
+
+def _usable(c: OfflineConfig, dataset: data_lib.OfflineDataset) -> Any:
+    """[C, E] bool: the dataset slots the loop trains on (weight 1: valid, and for mc_regression with
+    a complete Monte-Carlo return). NumPy or JAX arrays, as the dataset holds."""
+    ok = dataset.replay.data.valid
+    return ok & dataset.mc_complete if c.objective == "mc_regression" else ok
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -306,6 +331,14 @@ def _validate(c: OfflineConfig) -> None:
         why = "needs a teacher's outputs" if obj.teacher is not None else "runs with collect=True (the teacher acts)"
         require(bool(c.teacher), c, "teacher", f"objective {c.objective!r} {why}",
                 "pass the folder of a teacher saved with tdjax.train.save_teacher")
+    if c.probe_rho_terms:
+        require(c.objective in RHO_TARGETS, c, "probe_rho_terms",
+                f"r1, r2, r3 are the terms of ρ′ for a squared loss ½(f − y)² of one prediction f, which "
+                f"objective {c.objective!r} is not", f"use one of {sorted(RHO_TARGETS)}")
+    if c.probe_rho_moving_target:
+        require(c.objective in ("q_learning", "double_dqn"), c, "probe_rho_moving_target",
+                f"only a bootstrapped TD target can move with θ; objective {c.objective!r} regresses on a fixed target",
+                "use objective='q_learning' or 'double_dqn', or probe_rho_moving_target=False")
     if c.collect:
         require(not obj.needs_mc, c, "collect", f"objective {c.objective!r} needs the Monte-Carlo/λ-returns of a "
                 "FIXED dataset, but collect=True keeps overwriting it", "set collect=False")
@@ -381,6 +414,9 @@ def build_spec(c: OfflineConfig) -> OfflineSpec:
                 "use a smaller probe_k")
         require(c.probe_sign_steps <= cap, c, "probe_sign_steps", f"the dataset has only {cap} steps per environment",
                 f"set probe_sign_steps <= {cap}")
+    usable = int(np.sum(_usable(c, dataset)))
+    probes_lib.check_trajectory_fields(c, steps_per_env=cap, first_probe_transitions=usable if c.probe_interval > 0
+                                       else None)
     obs_shape = tuple(info.obs_shape)
     vec = envs_lib.vec_spec(info.env) if envs_lib.is_envpool_name(info.env) or info.env in envs_lib.ENV_NAMES else None
     obs_scale = vec.obs_scale if vec is not None else 1.0
@@ -396,7 +432,8 @@ def build_spec(c: OfflineConfig) -> OfflineSpec:
                                 options=dict(info.env_options))
     settings = probes_lib.ProbeSettings(
         rank_eps=float(c.probe_rank_eps), srank_delta=float(c.probe_srank_delta),
-        dormant_tau=float(c.probe_dormant_tau), sign_window=c.probe_sign_window, chunk_size=c.probe_chunk_size)
+        dormant_tau=float(c.probe_dormant_tau), sign_window=c.probe_sign_window, chunk_size=c.probe_chunk_size,
+        **probes_lib.trajectory_settings(c, network, obs_shape))
     return OfflineSpec(
         config=c, objective=obj, network=network, head=head, optimizer=optimizer, probe_settings=settings,
         dataset=dataset, info=info, teacher=teacher, env=env, obs_scale=float(obs_scale),
@@ -563,12 +600,60 @@ def td_errors(spec: OfflineSpec, learner: LearnerState, seg: replay_lib.Transiti
     return seg.reward + spec.config.gamma * seg.discount * jnp.max(q_next, axis=-1) - taken
 
 
+def rho_fns(spec: OfflineSpec, learner: LearnerState) -> Tuple[Callable, Callable]:
+    """(value_fn, target_fn) of the ρ′-term probe for ONE example: f = q_θ(x, a) and the objective's
+    target. Regression objectives (q_regression, qa_regression, mc_regression, td_star, td_lambda): the
+    regression target, which ignores θ (ρ′_reg, eq. 16). q_learning / double_dqn: the loss's TD target of
+    the frozen θ⁻, r + γ d maxₐ′ q⁻(x′, a′) (Double DQN: q⁻(x′, argmaxₐ′ q_θ(x′, a′))), which ignores θ
+    too; with `probe_rho_moving_target` the target r + γ d maxₐ′ q_θ(x′, a′) moves with θ (Bengio's
+    ρ′_TD, eq. 17). The terms are those of J = ½(f − y)² whatever the objective's own scale."""
+    c = spec.config
+    regression = RHO_TARGETS[c.objective]
+
+    def value_fn(p, ex):
+        return q_values(spec, p, ex.tr.obs)[ex.tr.action]
+
+    def target_fn(p, ex):
+        if regression is not None:
+            return jax.lax.stop_gradient(regression(c, ex))
+        if c.probe_rho_moving_target:
+            nxt = jnp.max(q_values(spec, p, ex.tr.next_obs))
+        elif c.objective == "double_dqn":
+            a_star = jnp.argmax(jax.lax.stop_gradient(q_values(spec, p, ex.tr.next_obs)))
+            nxt = q_values(spec, learner.target_params, ex.tr.next_obs)[a_star]
+        else:
+            nxt = jnp.max(q_values(spec, learner.target_params, ex.tr.next_obs))
+        return ex.tr.reward + c.gamma * ex.tr.discount * nxt
+
+    return value_fn, target_fn
+
+
+def offset_samples(spec: OfflineSpec, learner: LearnerState, data: DataState,
+                   key: jax.Array) -> Tuple[Example, Example, jax.Array]:
+    """The offset probes' inputs: N update examples drawn among the usable slots
+    (`replay.sample_distinct_slots(dataset.replay, key, N, where=usable)`), their neighbours at offsets
+    −X..X ([N, 2X+1]) and the mask of `replay.neighbours`, also False where a neighbour has weight 0
+    (mc_regression without a complete return)."""
+    c, s = spec.config, spec.probe_settings
+    replay = data.dataset.replay
+    usable = _usable(c, data.dataset)
+    t, e = replay_lib.sample_distinct_slots(replay, key, s.offset_samples, where=usable)
+    _, mask = replay_lib.neighbours(replay, t, e, s.max_offset)
+    cap = replay.data.action.shape[0]
+    slots = (t[:, None] + jnp.arange(-s.max_offset, s.max_offset + 1)[None, :]) % cap
+    ee = jnp.broadcast_to(e[:, None], slots.shape)
+    mask = mask & usable[slots, ee]
+    return make_examples(spec, learner, data, t, e), make_examples(spec, learner, data, slots, ee), mask
+
+
 def probe(spec: OfflineSpec, learner: LearnerState, data: DataState, key: jax.Array,
           axis_name: Optional[str]) -> probes_lib.ProbeMetrics:
     """The online loops' probes for the student, with its own optimizer state (Lyle App. B.1): update
     rank (value update matrix of maxₐ q for value heads; the policy update matrix for logits heads),
     the same for a fresh student, srank and dormant fraction of the features, interference of the
-    scalar output, and (value heads) the TD-error sign variance on consecutive dataset steps."""
+    scalar output, and (value heads) the TD-error sign variance on consecutive dataset steps; and the
+    along-trajectory probes that are on (`probes.trajectory_probes`: the per-example loss with the
+    current θ⁻, the update samples of `offset_samples(..., fold_in(key, 1))`, `rho_fns`)."""
     c, s = spec.config, spec.probe_settings
     k_batch, k_fresh = jax.random.split(key)
     cap, num_envs = data.dataset.replay.data.action.shape
@@ -605,6 +690,14 @@ def probe(spec: OfflineSpec, learner: LearnerState, data: DataState, key: jax.Ar
         seg = replay_lib.recent(data.dataset.replay, c.probe_sign_steps)
         sign_var = probes_lib.masked_sign_variance(td_errors(spec, learner, seg), seg.done | ~seg.valid,
                                                    s.sign_window)
+    offsets: dict = {}
+    if s.max_offset > 0:
+        update_batch, nb, mask = offset_samples(spec, learner, data, jax.random.fold_in(key, 1))
+        offsets = dict(offset_batch=update_batch, offset_neighbours=nb, offset_mask=mask)
+    value_fn, target_fn = rho_fns(spec, learner) if s.rho_terms else (None, None)
+    traj = probes_lib.trajectory_probes(s, loss_fn=loss_with(learner.target_params), optimizer=spec.optimizer,
+                                        params=learner.params, opt_state=learner.opt_state, phi=phi,
+                                        value_fn=value_fn, target_fn=target_fn, rho_batch=batch, **offsets)
     m = probes_lib.ProbeMetrics(
         probed=jnp.ones((), bool), update_rank=core.rank_or_nan(update_rank(a, s.rank_eps)),
         update_rank_fresh=core.rank_or_nan(update_rank(a0, s.rank_eps)),
@@ -612,7 +705,7 @@ def probe(spec: OfflineSpec, learner: LearnerState, data: DataState, key: jax.Ar
         dormant_fraction=jnp.asarray(dormant_fraction(phi, s.dormant_tau), jnp.float32),
         interference=probes_lib.mean_off_diagonal(g).astype(jnp.float32),
         interference_cos=probes_lib.mean_off_diagonal(g / (diag[:, None] * diag[None, :])).astype(jnp.float32),
-        td_sign_variance=jnp.asarray(sign_var, jnp.float32))
+        td_sign_variance=jnp.asarray(sign_var, jnp.float32), **traj._asdict())
     if axis_name is None:
         return m
     return probes_lib.ProbeMetrics(m.probed, *jax.lax.pmean(tuple(m[1:]), axis_name))
@@ -647,11 +740,11 @@ def iteration(spec: OfflineSpec, state: RunnerState, i: jax.Array, axis_name: Op
             return l._replace(target_params=l.params, lambda_return=lam)
 
         learner = jax.lax.cond(refresh, do_refresh, lambda l: l, learner)
-    probe_metrics = probes_lib.empty_probe_metrics()
+    empty = functools.partial(probes_lib.empty_probe_metrics, spec.probe_settings)
+    probe_metrics = empty()
     if c.probe_interval > 0:
         probe_metrics = jax.lax.cond(updates % c.probe_interval == 0,
-                                     lambda: probe(spec, learner, data, k_probe, axis_name),
-                                     probes_lib.empty_probe_metrics)
+                                     lambda: probe(spec, learner, data, k_probe, axis_name), empty)
     metrics = OfflineMetrics(
         updates=updates.astype(jnp.int32), loss=loss.astype(jnp.float32),
         output_mean=output_mean.astype(jnp.float32), agreement=agreement, return_sum=ended.return_sum,
@@ -739,7 +832,8 @@ def _iteration_without_constants(spec: OfflineSpec, state: RunnerState, i: jax.A
 def _with_constant_metrics(spec: OfflineSpec, metrics: OfflineMetrics, length: int) -> OfflineMetrics:
     """The fields `_iteration_without_constants` dropped, stacked [length] after the loop."""
     nan, zero = jnp.full((length,), jnp.nan, jnp.float32), jnp.zeros((length,), jnp.float32)
-    values = {"probes": jax.tree.map(lambda x: jnp.broadcast_to(x, (length,)), probes_lib.empty_probe_metrics()),
+    values = {"probes": jax.tree.map(lambda x: jnp.broadcast_to(x, (length,) + x.shape),
+                                     probes_lib.empty_probe_metrics(spec.probe_settings)),
               "return_sum": zero, "discounted_return_sum": zero, "return_count": jnp.zeros((length,), jnp.int32),
               "agreement": nan}
     return metrics._replace(**{f: values[f] for f in _constant_metrics(spec)})

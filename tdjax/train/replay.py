@@ -35,8 +35,8 @@ from typing import Any, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Transition", "Slots", "ReplayState", "init", "add", "sample", "sample_distinct", "recent",
-           "gather", "neighbours", "size"]
+__all__ = ["Transition", "Slots", "ReplayState", "init", "add", "sample", "sample_distinct",
+           "sample_distinct_slots", "recent", "gather", "neighbours", "size"]
 
 # `sample` redraws a transition that cannot be rebuilt exactly; they are at most (frame_stack − 1) ·
 # num_envs slots plus those cut by resumes, so needing this many redraws is astronomically unlikely.
@@ -281,20 +281,34 @@ def sample(state: ReplayState, key: jax.Array, batch_size: int) -> Transition:
     return gather(state, idx // num_envs, idx % num_envs)
 
 
-def sample_distinct(state: ReplayState, key: jax.Array, k: int) -> Transition:
-    """k DISTINCT stored transitions, uniformly (the top-k of i.i.d. uniform scores over stored slots).
+def sample_distinct_slots(state: ReplayState, key: jax.Array, k: int,
+                          where: Optional[jax.Array] = None) -> tuple[jax.Array, jax.Array]:
+    """The (slot t, environment e) positions [k] of k DISTINCT stored transitions, drawn uniformly.
 
-    Only transitions marked `valid` that can be rebuilt exactly are drawn (envpool's reset steps are
-    not transitions). Needs at least k such transitions; with fewer, others fill the remainder.
+    The top-k of i.i.d. uniform scores `jax.random.uniform(key, (capacity · num_envs,))` over the
+    flat positions t · num_envs + e, among the stored transitions marked `valid` that can be rebuilt
+    exactly (envpool's reset steps are not transitions) and, if given, where `where` ([capacity,
+    num_envs] bool) is True. Needs at least k such transitions; with fewer, others fill the remainder.
     """
     capacity, num_envs = state.data.action.shape
     flat = jnp.arange(capacity * num_envs)
     t, e = flat // num_envs, flat % num_envs
     scores = jax.random.uniform(key, (capacity * num_envs,))
     ok = (flat < size(state)) & state.data.valid.reshape(-1) & _exact(state, t, e)
+    if where is not None:
+        ok = ok & jnp.asarray(where, bool).reshape(-1)
     scores = jnp.where(ok, scores, -1.0)
     _, idx = jax.lax.top_k(scores, k)
-    return gather(state, idx // num_envs, idx % num_envs)
+    return idx // num_envs, idx % num_envs
+
+
+def sample_distinct(state: ReplayState, key: jax.Array, k: int) -> Transition:
+    """k DISTINCT stored transitions, uniformly: `gather` at `sample_distinct_slots(state, key, k)`.
+
+    Only transitions marked `valid` that can be rebuilt exactly are drawn (envpool's reset steps are
+    not transitions). Needs at least k such transitions; with fewer, others fill the remainder.
+    """
+    return gather(state, *sample_distinct_slots(state, key, k))
 
 
 def recent(state: ReplayState, num_steps: int) -> Transition:

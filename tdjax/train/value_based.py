@@ -146,6 +146,12 @@ class ValueConfig:
     probe_sign_window: int = 5  # window of the TD-error sign variance (Bengio et al. 2020 §5.2)
     probe_sign_steps: int = 32  # recent steps per environment for the TD-sign variance
     probe_chunk_size: Optional[int] = None  # examples per vmapped chunk inside the probes
+    # along-trajectory probes (Bengio et al. 2020 §5, Figs 3-5, 7, 12); off by default
+    probe_max_offset: int = 0  # X: loss change and stiffness at offsets −X..X of N update samples; 0 disables them
+    probe_offset_samples: int = 8  # N: update samples of the offset probes (distinct valid transitions)
+    probe_rho_terms: bool = False  # r1, r2, r3 of ρ′ over the probe_k × probe_k pairs (dqn, double_dqn)
+    probe_rho_moving_target: bool = False  # ρ′ with the target r + γ d maxₐ′ Q_θ(x′, a′) moving with θ (eq. 17)
+    probe_singular_values: bool = False  # singular values of the last hidden layer over the probe_k states
     # checkpointing (train_with_checkpoints)
     checkpoint_interval: int = 1_000  # iterations per jitted chunk / checkpoint
     # devices (tdjax.train.mesh)
@@ -284,6 +290,7 @@ def _validate(c: ValueConfig) -> None:
     require(c.learning_starts < c.total_steps, c, "learning_starts",
             f"no update would happen within total_steps={c.total_steps}", "set learning_starts < total_steps")
 
+    first_probe = None
     if c.probe_interval > 0:
         require(c.probe_k >= 2, c, "probe_k", "the update matrix needs at least 2 transitions",
                 "set probe_k >= 2 (the paper samples k transitions from replay), or probe_interval=0")
@@ -297,6 +304,13 @@ def _validate(c: ValueConfig) -> None:
                 f"set probe_sign_steps <= {slots} or raise learning_starts/buffer_size")
         require(c.probe_sign_window <= c.probe_sign_steps, c, "probe_sign_window",
                 f"longer than probe_sign_steps={c.probe_sign_steps}", "set probe_sign_window <= probe_sign_steps")
+        first_probe = stored
+    probes_lib.check_trajectory_fields(c, steps_per_env=c.buffer_size // c.num_envs,
+                                       first_probe_transitions=first_probe)
+    if c.probe_rho_terms:
+        require(c.algo in ("dqn", "double_dqn"), c, "probe_rho_terms",
+                f"r1, r2, r3 are the terms of ρ′ for the squared TD loss, but algo={c.algo!r} has a "
+                "distributional loss", "use algo='dqn' or 'double_dqn' with probe_rho_terms=True")
 
 
 def _warmup_iterations(c: ValueConfig) -> int:
@@ -342,6 +356,7 @@ def build_spec(c: ValueConfig) -> ValueSpec:
     settings = probes_lib.ProbeSettings(
         rank_eps=float(c.probe_rank_eps), srank_delta=float(c.probe_srank_delta),
         dormant_tau=float(c.probe_dormant_tau), sign_window=c.probe_sign_window, chunk_size=c.probe_chunk_size,
+        **probes_lib.trajectory_settings(c, network, vec.obs_shape),
     )
     return ValueSpec(
         config=c, env=env, network=network, head=head, algo=algo, optimizer=optimizer, probe_settings=settings,
@@ -494,22 +509,58 @@ def td_errors(spec: ValueSpec, learner: LearnerState, seg: replay_lib.Transition
     return seg.reward + spec.config.gamma * seg.discount * jnp.max(q_t, axis=-1) - q_taken
 
 
+def rho_fns(spec: ValueSpec, learner: LearnerState) -> Tuple[Callable, Callable]:
+    """(value_fn, target_fn) of the ρ′-term probe for ONE transition: f = Q_θ(x, a) and the loop's TD
+    target y = r + γ d maxₐ′ Q_θ⁻(x′, a′) (Double DQN: Q_θ⁻(x′, argmaxₐ′ Q_θ(x′, a′))). With the frozen
+    target network θ⁻ the target ignores θ (∇y = 0: eq. 16's form with a TD δ), as the loop's loss does;
+    `probe_rho_moving_target=True` uses y = r + γ d maxₐ′ Q_θ(x′, a′), moving with θ: Bengio's ρ′_TD
+    (eq. 17, "QL" in Fig. 7)."""
+    c = spec.config
+
+    def value_fn(p, tr):
+        return q_values(spec, p, tr.obs)[tr.action]
+
+    def target_fn(p, tr):
+        if c.probe_rho_moving_target:
+            nxt = jnp.max(q_values(spec, p, tr.next_obs))
+        elif spec.algo.uses_online_next:
+            a_star = jnp.argmax(jax.lax.stop_gradient(q_values(spec, p, tr.next_obs)))
+            nxt = q_values(spec, learner.target_params, tr.next_obs)[a_star]
+        else:
+            nxt = jnp.max(q_values(spec, learner.target_params, tr.next_obs))
+        return tr.reward + c.gamma * tr.discount * nxt
+
+    return value_fn, target_fn
+
+
 def probe(spec: ValueSpec, learner: LearnerState, replay: replay_lib.ReplayState, key: jax.Array,
           axis_name: Optional[str]) -> probes_lib.ProbeMetrics:
     """The probes of `tdjax.train.probes` on k transitions of this device's replay (averaged over
-    devices when `axis_name` is given)."""
-    c = spec.config
+    devices when `axis_name` is given).
+
+    Keys: `k_batch, k_fresh = split(key)` draw the k transitions (`replay.sample_distinct`) and the
+    fresh network; the offset probes' N update samples are `replay.sample_distinct_slots(replay,
+    fold_in(key, 1), N)`, with their neighbours `replay.neighbours(replay, t, e, X)`."""
+    c, s = spec.config, spec.probe_settings
     k_batch, k_fresh = jax.random.split(key)
     batch = replay_lib.sample_distinct(replay, k_batch, c.probe_k)
     fresh = spec.network.init(k_fresh, _dummy_obs(spec))
     seg = replay_lib.recent(replay, c.probe_sign_steps)
+    loss_fn = lambda p, tr: example_loss(spec, p, learner.target_params, tr)  # noqa: E731
+    offsets: dict = {}
+    if s.max_offset > 0:
+        t, e = replay_lib.sample_distinct_slots(replay, jax.random.fold_in(key, 1), s.offset_samples)
+        nb, mask = replay_lib.neighbours(replay, t, e, s.max_offset)
+        offsets = dict(offset_batch=jax.tree.map(lambda x: x[:, s.max_offset], nb), offset_neighbours=nb,
+                       offset_mask=mask)
+    value_fn, target_fn = rho_fns(spec, learner) if s.rho_terms else (None, None)
     m = probes_lib.value_probes(
-        spec.probe_settings,
-        loss_fn=lambda p, tr: example_loss(spec, p, learner.target_params, tr),
+        s, loss_fn=loss_fn,
         output_fn=output_fn(spec), features_fn=functools.partial(features, spec), optimizer=spec.optimizer,
         params=learner.params, opt_state=learner.opt_state, batch=batch, probe_xs=batch.obs,
         fresh_loss_fn=lambda p, tr: example_loss(spec, p, fresh, tr), fresh_params=fresh,
         td_errors=td_errors(spec, learner, seg), done=seg.done | ~seg.valid,
+        value_fn=value_fn, target_fn=target_fn, **offsets,
     )
     if axis_name is None:
         return m
@@ -549,11 +600,12 @@ def iteration(spec: ValueSpec, state: RunnerState, i: jax.Array, axis_name: Opti
     refresh = learning & (updates_done % c.target_update_interval == 0)
     learner = jax.lax.cond(refresh, lambda l: l._replace(target_params=l.params), lambda l: l, learner)
 
-    probe_metrics = probes_lib.empty_probe_metrics()
+    empty = functools.partial(probes_lib.empty_probe_metrics, spec.probe_settings)
+    probe_metrics = empty()
     if c.probe_interval > 0:
         probed = learning & (updates_done % c.probe_interval == 0)
         probe_metrics = branch(probed_static, probed, lambda: probe(spec, learner, actor.replay, k_probe, axis_name),
-                               probes_lib.empty_probe_metrics)
+                               empty)
     if axis_name is not None:
         ended = jax.lax.psum(ended, axis_name)
     metrics = ValueMetrics(
