@@ -557,6 +557,8 @@ def plot(cfg: Config, res: dict):
                     label=f"{OPT_LABELS[o]}, {MODE_LABELS[mode]}")
             ax.fill_between(np.arange(1, s.shape[-1] + 1), s.min(0), s.max(0), color=f"C{k}", alpha=0.2)
     ax.set_yscale("log")
+    top = ax.get_ylim()[1]
+    ax.set_ylim(top * 1e-5, top)  # dead units give σ ≈ 0; the spread is in the top five decades
     ax.set_xlabel("singular value index")
     ax.set_ylabel("σᵢ/√B")
     ax.set_title("Fig. 12: last hidden layer after the last update\n(shaded: min–max over seeds)", fontsize=9)
