@@ -51,22 +51,26 @@ Run: `python -m experiments.bengio20_fig3 --out outputs/bengio20_fig3 [--scale s
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 import time
-from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-import tdjax
 from experiments import lyle22_fig5
-from experiments._distill import dstar, teacher_and_data
+from experiments._bengio20_offsets import (
+    band,
+    dstar_positions,
+    offline_measurer,
+    relative_l1,
+    teacher_and_dstar,
+    temporary_folder,
+    weighted_profile,
+)
 from experiments._harness import Experiment, progress_bar
 from tdjax.report import Claims
 from tdjax.train import OfflineConfig, ValueConfig, load_dataset
-from tdjax.train import replay as replay_lib
 from tdjax.train.seeds import make_seed_runner
 
 NAME = "bengio20_fig3"
@@ -151,42 +155,10 @@ def _validate(cfg: Config) -> None:
 
 
 def measurer(agent: Any, cfg: Config):
-    """One jitted function of (learner [S], data, t [S, N], e [S, N]) -> (gain, gain_td, mask): two
-    `tdjax.OffsetProfile`s with a leading seed axis, the gain of the student's own objective and of
-    the TD loss to the teacher's bootstrap (L_TD*) after one step of its optimizer on each update
-    sample (`cfg.update`), and the neighbour mask [S, N, W] they used.
-
-    `data` is one seed's `DataState` (D* and the teacher are the same for every seed); (t, e) are
-    slots of D*, whose neighbours are masked outside the update sample's episode."""
-    gamma = agent.config.gamma
-    x = jnp.arange(-cfg.max_offset, cfg.max_offset + 1)
-    teacher = agent.teacher.output_fn()
-
-    def td_star_loss(params, ex):  # ex.teacher_next holds the teacher's Q at s′ (filled below)
-        target = ex.tr.reward + gamma * ex.tr.discount * jnp.max(ex.teacher_next)
-        return jnp.square(agent.q_values(params, ex.tr.obs)[ex.tr.action] - target)
-
-    def with_teacher_next(data, ex):  # make_examples fills it for the td_star objective only
-        return ex._replace(teacher_next=teacher(data.teacher_params, ex.tr.next_obs.astype(jnp.float32)))
-
-    def one(learner, data, t, e):
-        capacity = data.dataset.replay.data.action.shape[0]
-        _, mask = replay_lib.neighbours(data.dataset.replay, t, e, cfg.max_offset)
-        nb = with_teacher_next(data, agent.make_examples(learner, data, (t[:, None] + x[None, :]) % capacity,
-                                                         jnp.broadcast_to(e[:, None], mask.shape)))
-        mask = mask & (nb.weight > 0)
-        update_batch = with_teacher_next(data, agent.make_examples(learner, data, t, e))
-        own = lambda p, ex: agent.example_loss(p, learner.target_params, ex)
-        args = (own, learner.params, agent.optimizer, learner.opt_state, update_batch, nb, mask)
-        kw = dict(update=cfg.update, chunk_size=cfg.chunk_size)
-        return (tdjax.loss_change_by_offset(*args, **kw),
-                tdjax.loss_change_by_offset(*args, eval_loss_fn=td_star_loss, **kw), mask)
-
-    return jax.jit(jax.vmap(one, in_axes=(0, None, 0, 0)))
-
-
-def _teacher_folder(cfg: Config, game: str, tmp: Path) -> Path:
-    return (Path(cfg.teacher_dir) if cfg.teacher_dir else tmp) / game
+    """One jitted function of (learner [S], data, t [S, N], e [S, N]) -> (gain, gain_td, mask): the gain
+    of the student's own objective and of the TD loss L_TD* after one step of its optimizer on each
+    update sample (`cfg.update`), `experiments._bengio20_offsets.offline_measurer`."""
+    return offline_measurer(agent, cfg.max_offset, cfg.update, cfg.chunk_size)
 
 
 def run(cfg: Config, show_progress: bool = True) -> dict:
@@ -203,27 +175,18 @@ def run(cfg: Config, show_progress: bool = True) -> dict:
     positions = np.zeros((G, M, S, N, 2), np.int32)
     train_loss = np.full((G, O, M), np.nan, np.float32)
     seconds = np.zeros(G)
-    tmp = Path(tempfile.mkdtemp(prefix="tdjax_bengio_fig3_"))
+    tmp = temporary_folder("tdjax_bengio_fig3_")
     key = jax.random.key(cfg.seed)
     bar = progress_bar(G * O * M, desc=NAME, enabled=show_progress)
     for g, game in enumerate(cfg.games):
         t0 = time.time()
         k_game = jax.random.fold_in(key, g)
-        folder = _teacher_folder(cfg, game, tmp)
-        t_path, _, _ = teacher_and_data(cfg.teacher.replace(env=game), folder, k_game)
-        d_path = dstar(t_path, folder, jax.random.fold_in(k_game, 1), data_steps=cfg.data_steps,
-                       epsilon=cfg.data_epsilon)
+        t_path, d_path = teacher_and_dstar(cfg.teacher, game, cfg.teacher_dir, tmp, k_game,
+                                           data_steps=cfg.data_steps, epsilon=cfg.data_epsilon)
         ds, _ = load_dataset(d_path)
-        num_envs = ds.replay.data.action.shape[1]
         # update samples: slots of complete episodes (L_MC needs their return), the same for every objective
-        pool = np.flatnonzero(np.asarray(ds.replay.data.valid & ds.mc_complete).reshape(-1))
-        if pool.size < N:
-            raise ValueError(f"{NAME}: D* of {game} has only {pool.size} transitions in complete episodes, fewer "
-                             f"than num_samples={N}. Fix: raise --data-steps or lower --num-samples.")
-        for m in range(M):
-            rng = np.random.default_rng([cfg.seed, g, m])
-            pick = np.stack([rng.choice(pool, N, replace=False) for _ in range(S)])
-            positions[g, m] = np.stack([pick // num_envs, pick % num_envs], -1)
+        positions[g] = dstar_positions(np.asarray(ds.replay.data.valid & ds.mc_complete), N, S, M, cfg.seed, g,
+                                       f"{game} (transitions in complete episodes)")
         for o, objective in enumerate(cfg.objectives):
             s_cfg = cfg.student.replace(teacher=t_path, dataset=d_path, objective=objective)
             runner = make_seed_runner(s_cfg, S)
@@ -252,22 +215,7 @@ def run(cfg: Config, show_progress: bool = True) -> dict:
 
 def profiles(res: dict, key: str = "gain") -> np.ndarray:
     """The gain per offset [G, O, W], averaged over every sample of every seed and measuring point."""
-    c = res["count"].astype(np.float64)
-    total = np.nansum(np.nan_to_num(res[key]) * c, axis=(2, 3))
-    n = c.sum(axis=(2, 3))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, total / n, np.nan)
-
-
-def _band(offsets: np.ndarray, prof: np.ndarray, lo: int, hi: int) -> float:
-    sel = (np.abs(offsets) >= lo) & (np.abs(offsets) <= hi)
-    return float(np.nanmean(prof[..., sel])) if np.isfinite(prof[..., sel]).any() else float("nan")
-
-
-def _relative_l1(a: np.ndarray, b: np.ndarray) -> float:
-    """Σ|a − b| / Σ(|a| + |b|)/2 over the finite offsets: 0 for identical curves, 2 for opposite ones."""
-    ok = np.isfinite(a) & np.isfinite(b)
-    return float(np.sum(np.abs(a - b)[ok]) / max(np.sum((np.abs(a) + np.abs(b))[ok]) / 2, 1e-30))
+    return weighted_profile(res[key], res["count"], axes=(2, 3))
 
 
 def check_claims(cfg: Config, res: dict) -> Claims:
@@ -285,8 +233,8 @@ def check_claims(cfg: Config, res: dict) -> Claims:
         prof = profiles(res, key)
         for g, game in enumerate(cfg.games):
             p0 = prof[g, :, cfg.max_offset]
-            near = [_band(x, prof[g, o], *NEAR) for o in range(len(objs))]
-            far = [_band(x, prof[g, o], *FAR) for o in range(len(objs))]
+            near = [band(x, prof[g, o], *NEAR) for o in range(len(objs))]
+            far = [band(x, prof[g, o], *FAR) for o in range(len(objs))]
             table = "; ".join(f"{LABELS[n]}: x=0 {p0[o]:.3g}, 1≤|x|≤10 {near[o]:.3g}, 20≤|x|≤30 {far[o]:.3g}"
                               for o, n in enumerate(objs))
             where = f"{game}, gain in the {LOSS_NAMES[key]}"
@@ -298,11 +246,11 @@ def check_claims(cfg: Config, res: dict) -> Claims:
                          "20 ≤ |x| ≤ 30) for every regression", all(decays), table)
             if "q_regression" in objs and "td_star" in objs:
                 r, t = prof[g, objs.index("q_regression")], prof[g, objs.index("td_star")]
-                d = _relative_l1(r[near_sel], t[near_sel])
+                d = relative_l1(r[near_sel], t[near_sel])
                 ev = f"relative L1 distance over 1 ≤ |x| ≤ 10: L_reg vs L_TD* {d:.2f}"
                 if "mc_regression" in objs:
                     mc = prof[g, objs.index("mc_regression")]
-                    ev += f", L_reg vs L_MC {_relative_l1(r[near_sel], mc[near_sel]):.2f}"
+                    ev += f", L_reg vs L_MC {relative_l1(r[near_sel], mc[near_sel]):.2f}"
                 claims.check(f"{where}: the L_reg and L_TD* curves mostly overlap (relative L1 distance < 0.5)",
                              bool(d < 0.5), ev)
     claims.note("Training loss at the measuring points: " + "; ".join(
