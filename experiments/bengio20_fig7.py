@@ -30,7 +30,9 @@ minibatch sequence (the released code does the same for its regressions):
     double DQN (offline objective "double_dqn", argmax by θ): `variants` takes "DoubleDQN" for that;
   * "QL":   objective "q_learning" with `target_update_interval=1`: θ⁻ = θ at every update, the
     released code's 'nfdqn' (semi-gradient Q-learning on the model itself, as eq. 17 assumes).
-Training runs in chunks of `measure_every` updates; before the first and after every chunk, per seed,
+Every student is given the teacher (the TD losses ignore it), so all variants' states share one
+structure and one compiled measurement serves them all. Training runs in chunks of `measure_every`
+updates; before the first and after every chunk, per seed,
 `tdjax.interference_derivative_terms` gives r1, r2, r3 [32, 32] for pairs (A_i, B_j): B is the
 minibatch of the student's NEXT update (the loop's own draw, `student.batch_size` transitions) and A
 is `num_other` transitions drawn independently, uniformly from D*, as the released code
@@ -235,6 +237,7 @@ def run(cfg: Config, show_progress: bool = True) -> dict:
     slots_a = np.zeros((P, S, NA, 2), np.int32)
     slots_b = np.zeros((V, P, S, NB, 2), np.int32)
     train_loss = np.full((V, M), np.nan, np.float32)
+    output_mean = np.full((V, M), np.nan, np.float32)  # mean over each chunk of the batch's mean maxₐ Q_θ(s, a)
     t0 = time.time()
     key = jax.random.key(cfg.seed)
     folder = (Path(cfg.teacher_dir) if cfg.teacher_dir else Path(tempfile.mkdtemp(prefix="tdjax_fig7_"))) / cfg.game
@@ -264,6 +267,7 @@ def run(cfg: Config, show_progress: bool = True) -> dict:
             if p:
                 state, metrics = runner.run(state, (p - 1) * cfg.measure_every, cfg.measure_every)
                 train_loss[v, p - 1] = float(np.mean(metrics.loss))
+                output_mean[v, p - 1] = float(np.mean(metrics.output_mean))
             out = measure(state.learner, state.data.key, data, jnp.int32(p * cfg.measure_every),
                           jnp.asarray(slots_a[p, ..., 0]), jnp.asarray(slots_a[p, ..., 1]), kind)
             r, t_b, e_b, w = jax.tree.map(np.asarray, out)
@@ -276,7 +280,7 @@ def run(cfg: Config, show_progress: bool = True) -> dict:
     bar.close()
     return dict(variants=np.array(cfg.variants), terms_names=np.array(TERMS),
                 updates=cfg.measure_every * np.arange(P), terms=terms, weight=weight, slots_a=slots_a,
-                slots_b=slots_b, train_loss=train_loss, seconds=np.array(time.time() - t0),
+                slots_b=slots_b, train_loss=train_loss, output_mean=output_mean, seconds=np.array(time.time() - t0),
                 seconds_per_variant=np.array([seconds[v] for v in cfg.variants]))
 
 
@@ -356,6 +360,9 @@ def check_claims(cfg: Config, res: dict) -> Claims:
         f"{variants[v]} {-np.sum(pool['mean'][v]):.3g}" for v in every))
     claims.note("Training loss over the chunks: " + "; ".join(
         f"{n} " + "→".join(f"{x:.3g}" for x in res["train_loss"][v]) for v, n in enumerate(variants)))
+    claims.note("Mean maxₐ Q_θ(s, a) on the minibatches over the chunks (the teacher's D* returns set its scale): "
+                + "; ".join(f"{n} " + "→".join(f"{x:.3g}" for x in res["output_mean"][v])
+                            for v, n in enumerate(variants)))
     if cfg.student.network != "nature_cnn":
         claims.note(f"Not the paper's scale: {cfg.game} instead of Atari MsPacman, a "
                     f"{cfg.teacher.total_steps:,}-step teacher, a D* of {cfg.data_steps * cfg.teacher.num_envs:,} "
