@@ -177,8 +177,11 @@ def test_lambda_returns_against_a_backward_loop(files):
             np.testing.assert_allclose(g[t, e], acc, rtol=1e-4, atol=1e-5)
 
 
-def test_run_equals_a_python_loop_of_optax_steps(files):
-    cfg = _cfg(files, "q_learning", teacher="", num_updates=3, target_update_interval=2, lr=1e-2)
+@pytest.mark.parametrize("target_ema", [0.0, 0.3])
+def test_run_equals_a_python_loop_of_optax_steps(files, target_ema):
+    """Copies of θ into θ⁻ every 2 updates, or (target_ema = τ) θ⁻ ← (1 − τ)θ⁻ + τθ after every update."""
+    cfg = _cfg(files, "q_learning", teacher="", num_updates=3, target_update_interval=2, lr=1e-2,
+               target_ema=target_ema)
     agent = make_agent(cfg)
     state = agent.init(jax.random.key(4))
     final, metrics = jax.jit(make_train(cfg))(jax.random.key(4))
@@ -196,7 +199,10 @@ def test_run_equals_a_python_loop_of_optax_steps(files):
         np.testing.assert_allclose(metrics.loss[i], loss, rtol=1e-5)
         updates, opt_state = opt.update(grads, learner.opt_state, learner.params)
         learner = learner._replace(params=optax.apply_updates(learner.params, updates), opt_state=opt_state)
-        if (i + 1) % cfg.target_update_interval == 0:
+        if target_ema:
+            learner = learner._replace(target_params=jax.tree.map(
+                lambda p, q: target_ema * p + (1 - target_ema) * q, learner.params, learner.target_params))
+        elif (i + 1) % cfg.target_update_interval == 0:
             learner = learner._replace(target_params=learner.params)
     for a, b in zip(jax.tree.leaves((final.learner.params, final.learner.target_params)),
                     jax.tree.leaves((learner.params, learner.target_params))):
@@ -218,6 +224,10 @@ def test_bad_inputs_fail_before_compiling(files, tmp_path):
         make_agent(_cfg(files, "value_distillation", dataset=str(tmp_path / "nothing")))
     with pytest.raises(ValueError, match="td_lambda.*λ must lie in"):
         make_agent(_cfg(files, "td_lambda", teacher="", td_lambda=1.5))
+    with pytest.raises(ValueError, match="target_ema.*τ must lie in"):
+        make_agent(_cfg(files, "q_learning", teacher="", target_ema=1.5))
+    with pytest.raises(ValueError, match="target_ema.*λ-returns"):
+        make_agent(_cfg(files, "td_lambda", teacher="", target_ema=0.01))
     with pytest.raises(ValueError, match="collect.*FIXED dataset"):
         make_agent(_cfg(files, "mc_regression", collect=True))
     # a teacher saved with another network: its config now builds a wider torso

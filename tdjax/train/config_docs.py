@@ -47,7 +47,8 @@ UNITS: Dict[str, str] = {
     "entropy_coef": "loss weight", "value_coef": "loss weight", "daac_advantage_coef": "loss weight",
     "normalize_advantages": "flag", "normalize_rewards": "flag",
     # schedules
-    "target_update_interval": "gradient updates", "num_epochs": "epochs per iteration",
+    "target_update_interval": "gradient updates", "target_ema": "fraction per update",
+    "num_epochs": "epochs per iteration",
     "num_minibatches": "minibatches per epoch", "daac_policy_epochs": "epochs per iteration",
     "daac_value_epochs": "epochs per critic update", "daac_value_freq": "iterations",
     "eval_interval": "iterations", "checkpoint_interval": "iterations",

@@ -4,7 +4,8 @@
 `tdjax.train.make_train`). Each iteration samples `batch_size` transitions uniformly from the dataset
 (`tdjax.train.offline_data`: the teacher's final replay or Bengio's D*), computes the objective's
 per-example loss (vmapped), and makes ONE optimizer step; bootstrapped objectives keep a frozen target
-copy θ⁻ of the student, refreshed every `target_update_interval` updates; the probes of the online
+copy θ⁻ of the student, refreshed every `target_update_interval` updates (or, with `target_ema` = τ > 0,
+moved after every update by θ⁻ ← (1 − τ)θ⁻ + τθ, Bengio et al. 2020 §5.3's "DDQN"); the probes of the online
 loops run every `probe_interval` updates. With `collect=True` the teacher keeps acting ε-greedily
 (`collect_epsilon`, 0.1 in Lyle App. B.3) in its environments during distillation, `collect_frequency`
 vector steps per update, and its transitions overwrite the oldest of the buffer.
@@ -101,6 +102,7 @@ class OfflineConfig:
     batch_size: int = 64  # minibatch of one update (split over num_devices)
     gamma: float = 0.99  # discount γ of the bootstrapped objectives and of td_star
     target_update_interval: int = 1_000  # updates between copies of θ into θ⁻ (and λ-return refreshes)
+    target_ema: float = 0.0  # τ > 0: θ⁻ ← (1 − τ)θ⁻ + τθ after every update instead of the copies (Bengio §5.3: 0.01)
     td_lambda: float = 0.9  # λ of td_lambda (Bengio et al. 2020 §5.1)
     bc_entropy_coef: float = 1e-2  # λ of behaviour cloning, eq. 23 (Lyle §6.1: 1e-2; App. B.3 eq. 57: 0.1)
     pd_entropy_coef: float = 0.0  # λ of policy distillation, eq. 24 (as printed: λ > 0 penalises entropy)
@@ -308,6 +310,10 @@ def _validate(c: OfflineConfig) -> None:
     require(c.max_grad_norm is None or c.max_grad_norm > 0, c, "max_grad_norm", "must be > 0 or None",
             "use None to disable clipping")
     require(0.0 <= c.gamma <= 1.0, c, "gamma", "the discount must lie in [0, 1]", "e.g. gamma=0.99")
+    require(0.0 <= c.target_ema <= 1.0, c, "target_ema", "τ must lie in [0, 1]",
+            "use 0 for copies every target_update_interval, e.g. 0.01 for Bengio et al.'s moving average")
+    require(c.target_ema == 0.0 or c.objective != "td_lambda", c, "target_ema",
+            "td_lambda recomputes its λ-returns at the copies of θ into θ⁻", "use target_ema=0 with td_lambda")
     require(0.0 <= c.td_lambda <= 1.0, c, "td_lambda", "λ must lie in [0, 1]", "e.g. td_lambda=0.9 (1: Monte Carlo)")
     require(0.0 <= c.collect_epsilon <= 1.0, c, "collect_epsilon", "ε must lie in [0, 1]", "Lyle et al. use 0.1")
     require(c.qr_kappa >= 0, c, "qr_kappa", "the Huber threshold must be >= 0", "e.g. qr_kappa=1.0")
@@ -731,7 +737,10 @@ def iteration(spec: OfflineSpec, state: RunnerState, i: jax.Array, axis_name: Op
         output_mean, agreement = jax.lax.pmean((output_mean, agreement), axis_name)
     learner, loss = learner_update(spec, learner, batch, axis_name)
     updates = i + 1
-    if spec.objective.bootstrap:
+    if spec.objective.bootstrap and c.target_ema > 0:
+        learner = learner._replace(
+            target_params=optax.incremental_update(learner.params, learner.target_params, c.target_ema))
+    elif spec.objective.bootstrap:
         refresh = updates % c.target_update_interval == 0
 
         def do_refresh(l: LearnerState) -> LearnerState:
