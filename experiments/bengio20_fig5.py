@@ -1,4 +1,4 @@
-"""Bengio et al. 2020, Figs 5, 11, 13 (§5.1): TD(λ) policy evaluation on D*, gradient stiffness, loss change and singular values by λ.
+"""Bengio et al. 2020, Figs 5, 11, 13 (§5.1): TD(λ) policy evaluation on D*, stiffness, gain and singular values by λ.
 
 The paper (§5.1): "we perform policy evaluation on D* with TD(λ) [...] TD(λ) allows us to diminish
 reliance on bootstrapping. This tradeoff is especially manifest when measuring the stiffness of
@@ -50,11 +50,12 @@ Where this differs from the paper, on purpose or by necessity:
   * the paper does not say which loss its Fig. 5 cosine differentiates; both candidates are measured.
 
 Scales (`--scale`): `smoke` (Asterix-MinAtar, Fig. 5's 40k-step teacher, D* of 5k steps × 4 envs,
-λ ∈ {0, 0.5, 0.9, 0.95, 1}, 2 seeds = 10 vmapped runs, 3,000 updates, target refresh every 250, measured
-every 750 on 32 samples, offsets ±30: minutes on 2 cores with the cached teacher); `cpu` (Fig. 5's 300k-step
-teacher, D* of 25k steps, 20,000 updates, refresh every 1,000, 5 seeds); `paper` (App. B.3: MsPacman with
-sticky actions through envpool, Nature CNN, lr 1e-4, batch 32, D* of 500k transitions, 500k updates,
-refresh every 10k, 5 seeds; a GPU job, spread the runs over devices with `--student.seed-devices`).
+λ ∈ {0, 0.5, 0.9, 0.95, 1}, 2 seeds = 10 vmapped runs, 6,000 updates, target refresh every 500, measured
+every 1,500 on 32 samples, offsets ±30: 200 s of CPU time, minutes on 2 cores with the cached teacher);
+`cpu` (Fig. 5's 300k-step teacher, D* of 25k steps, 20,000 updates, refresh every 1,000, 5 seeds);
+`paper` (App. B.3: MsPacman with sticky actions through envpool, Nature CNN, lr 1e-4, batch 32, D* of 500k
+transitions, 500k updates, refresh every 10k, 5 seeds; a GPU job, spread the runs over devices with
+`--student.seed-devices`).
 
 Run: `python -m experiments.bengio20_fig5 --out outputs/bengio20_fig5 [--scale smoke|cpu|paper]`.
 """
@@ -71,6 +72,7 @@ from typing import Any, Optional, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy.typing as npt
 
 import tdjax
 from experiments import lyle22_fig5
@@ -103,11 +105,11 @@ class Config:
     data_epsilon: float = 0.05  # ε of the teacher's ε-greedy rollouts (App. B.2: 5%)
     # the students; `objective` is set to "td_lambda", `td_lambda` per run (the sweep), `dataset` to D*
     student: OfflineConfig = OfflineConfig(
-        objective="td_lambda", network="minatar_cnn", num_updates=3_000, batch_size=32, lr=1e-4, gamma=0.99,
-        target_update_interval=250, max_grad_norm=None, probe_interval=0, checkpoint_interval=750)
+        objective="td_lambda", network="minatar_cnn", num_updates=6_000, batch_size=32, lr=1e-4, gamma=0.99,
+        target_update_interval=500, max_grad_norm=None, probe_interval=0, checkpoint_interval=1_500)
     lambdas: tuple[float, ...] = (0.0, 0.5, 0.9, 0.95, 1.0)  # λ of the sweep, ascending (1: Monte Carlo)
     student_seeds: int = 2  # seeds per λ; all λ × seeds are one vmapped program
-    measure_every: int = 750  # updates between measuring points (num_updates is a multiple of it)
+    measure_every: int = 1_500  # updates between measuring points (num_updates is a multiple of it)
     num_samples: int = 32  # update samples per measuring point and seed
     max_offset: int = 30  # offsets x = −X..X (§5: ± 30)
     update: str = "per_sample"  # "per_sample": one step on s_t alone; "batch": one step on all samples at once
@@ -117,7 +119,7 @@ class Config:
 
 
 def config(scale: str = "smoke") -> Config:
-    """`smoke`: Asterix-MinAtar, 3,000 updates; `cpu`: 20,000 updates, 5 seeds; `paper`: App. B.3 (GPU)."""
+    """`smoke`: Asterix-MinAtar, 6,000 updates; `cpu`: 20,000 updates, 5 seeds; `paper`: App. B.3 (GPU)."""
     if scale not in SCALES:
         raise ValueError(f"{NAME}: scale must be one of {SCALES}, got {scale!r}.")
     cfg = Config()
@@ -322,14 +324,14 @@ def _band(offsets: np.ndarray, prof: np.ndarray, lo: int, hi: int) -> np.ndarray
         return np.nanmean(prof[..., sel], axis=-1)
 
 
-def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+def spearman(a: npt.ArrayLike, b: npt.ArrayLike) -> float:
     """Spearman's rank correlation (NaN if either has a NaN or is constant)."""
     from scipy.stats import spearmanr
 
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))) or np.ptp(a) == 0 or np.ptp(b) == 0:
+    u, v = np.asarray(a, float), np.asarray(b, float)
+    if not (np.all(np.isfinite(u)) and np.all(np.isfinite(v))) or np.ptp(u) == 0 or np.ptp(v) == 0:
         return float("nan")
-    return float(spearmanr(a, b)[0])
+    return float(spearmanr(u, v)[0])
 
 
 def asymmetry(res: dict, key: str = "gain_td", band: tuple[int, int] = NEAR) -> tuple[np.ndarray, np.ndarray]:
@@ -404,10 +406,11 @@ def check_claims(cfg: Config, res: dict) -> Claims:
     claims.check(f"Fig. 13: larger λ, larger singular values (Spearman ρ(λ, Σᵢσᵢ/√B) ≥ {MIN_SPEARMAN}, after "
                  f"{cfg.student.num_updates:,} updates)", bool(rho >= MIN_SPEARMAN),
                  f"ρ = {rho:.2f}; " + ", ".join(f"{n}: Σσ {s:.3g}, σ₁ {v:.3g}" for n, s, v in zip(lab, spread, top)))
-    rho = spearman(lams, width)
-    claims.check(f"Fig. 13: larger λ, a wider distribution (Spearman ρ(λ, #{{σᵢ > {cfg.sv_tol:g}·σ₁}}) ≥ "
-                 f"{MIN_SPEARMAN})", bool(rho >= MIN_SPEARMAN),
-                 f"ρ = {rho:.2f}; " + ", ".join(f"{n}: {w:.1f}" for n, w in zip(lab, width)))
+    # the count saturates at the D hidden units, so ties are expected: non-decreasing, and wider at MC than at λ = 0
+    claims.check(f"Fig. 13: larger λ, a wider distribution (#{{σᵢ > {cfg.sv_tol:g}·σ₁}} non-decreasing in λ, ties "
+                 "allowed, and larger at the largest λ than at the smallest)",
+                 bool(np.all(np.diff(width) >= 0) and width[-1] > width[0]),
+                 ", ".join(f"{n}: {w:.1f}" for n, w in zip(lab, width)) + f" (of {res['singular_values'].shape[-1]})")
     claims.note("Training loss (own objective) at the measuring points: " + "; ".join(
         f"{n} " + "→".join(f"{v:.3g}" for v in res["train_loss"][i]) for i, n in enumerate(lab)))
     if cfg.student.network != "nature_cnn":
