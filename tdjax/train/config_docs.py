@@ -36,6 +36,7 @@ UNITS: Dict[str, str] = {
     # algorithm and network
     "algo": "choice", "network": "choice", "hidden": "units per layer", "optimizer": "choice",
     "cnn_width": "channels (n_h)", "cnn_extra_layers": "layers (n_L)",
+    "torso_width": "channels (n_h); dense units 8n_h / 16n_h",
     "n_hidden": "units (channels) per layer", "n_layers": "layers",
     "loop": "choice",
     # maths
@@ -56,6 +57,7 @@ UNITS: Dict[str, str] = {
     "probe_rank_eps": "fraction of the spectrum", "probe_srank_delta": "fraction of the spectrum",
     "probe_dormant_tau": "fraction of the mean activation", "probe_sign_window": "steps",
     "probe_sign_steps": "steps per environment", "probe_chunk_size": "examples", "probe_fresh": "flag",
+    "probe_set": "choice",
     # devices
     "num_devices": "devices", "seed_devices": "devices",
     # offline loop

@@ -42,6 +42,7 @@ class ProbeSettings(NamedTuple):
     dormant_tau: float = 0.025
     sign_window: int = 5
     chunk_size: Optional[int] = None
+    full: bool = True  # False: only ρ̄ and the TD-sign variance (no update matrices, ranks or features)
 
 
 class ProbeMetrics(NamedTuple):
@@ -128,23 +129,30 @@ def value_probes(
       td_errors, done: [T, E] TD errors and episode ends of recent consecutive transitions.
 
     Returns:
-      `ProbeMetrics` with `probed=True`.
+      `ProbeMetrics` with `probed=True`; with `settings.full=False` only ρ̄ (raw and normalised) and
+      the sign variance, the other fields NaN (a program far quicker to compile).
     """
     s = settings
+    g = gram_matrix(output_fn, params, probe_xs, chunk_size=s.chunk_size)
+    diag = jnp.sqrt(jnp.clip(jnp.diag(g), 1e-30))
+    interference = mean_off_diagonal(g).astype(jnp.float32)
+    interference_cos = mean_off_diagonal(g / (diag[:, None] * diag[None, :])).astype(jnp.float32)
+    sign_variance = masked_sign_variance(td_errors, done, s.sign_window)
+    if not s.full:
+        nan = jnp.full((), jnp.nan, jnp.float32)
+        return ProbeMetrics(jnp.ones((), bool), nan, nan, nan, nan, interference, interference_cos, sign_variance)
     a = update_matrix(loss_fn, output_fn, optimizer, params, opt_state, batch, probe_xs, chunk_size=s.chunk_size)
     a0 = update_matrix(fresh_loss_fn, output_fn, optimizer, fresh_params, optimizer.init(fresh_params), batch,
                        probe_xs, chunk_size=s.chunk_size)
     phi = features_fn(params, probe_xs)
     phi = phi.reshape(phi.shape[0], -1)
-    g = gram_matrix(output_fn, params, probe_xs, chunk_size=s.chunk_size)
-    diag = jnp.sqrt(jnp.clip(jnp.diag(g), 1e-30))
     return ProbeMetrics(
         probed=jnp.ones((), bool),
         update_rank=_rank(update_rank(a, s.rank_eps)),
         update_rank_fresh=_rank(update_rank(a0, s.rank_eps)),
         srank=_rank(srank(phi, s.srank_delta)),
         dormant_fraction=jnp.asarray(dormant_fraction(phi, s.dormant_tau), jnp.float32),
-        interference=mean_off_diagonal(g).astype(jnp.float32),
-        interference_cos=mean_off_diagonal(g / (diag[:, None] * diag[None, :])).astype(jnp.float32),
-        td_sign_variance=masked_sign_variance(td_errors, done, s.sign_window),
+        interference=interference,
+        interference_cos=interference_cos,
+        td_sign_variance=sign_variance,
     )

@@ -110,6 +110,7 @@ class ValueConfig:
     hidden: Tuple[int, ...] = (64, 64)  # MLP torso widths (network="mlp")
     cnn_width: int = 16  # n_h of the Bengio conv net (network="bengio_cnn"; Bengio et al. 2020 App. B.1)
     cnn_extra_layers: int = 0  # n_L: extra 3×3 conv layers of that net (network="bengio_cnn")
+    torso_width: Optional[int] = None  # n_h: minatar_cnn n_h→8n_h, nature_cnn n_h,2n_h,2n_h→16n_h; None: 16, 32
     num_envs: int = 4  # environments stepped together (split over num_devices)
     total_steps: int = 50_000  # length of the run
     buffer_size: int = 10_000  # replay capacity (a multiple of num_envs)
@@ -146,6 +147,7 @@ class ValueConfig:
     probe_sign_window: int = 5  # window of the TD-error sign variance (Bengio et al. 2020 §5.2)
     probe_sign_steps: int = 32  # recent steps per environment for the TD-sign variance
     probe_chunk_size: Optional[int] = None  # examples per vmapped chunk inside the probes
+    probe_set: str = "all"  # "all" | "interference" (only ρ̄ and the TD-sign variance: quicker to compile)
     # checkpointing (train_with_checkpoints)
     checkpoint_interval: int = 1_000  # iterations per jitted chunk / checkpoint
     # devices (tdjax.train.mesh)
@@ -253,6 +255,7 @@ def _validate(c: ValueConfig) -> None:
                                           "probe_sign_window", "probe_sign_steps", "n_quantiles"))
     check_choice(c, "algo", ALGOS)
     check_choice(c, "optimizer", ("adam", "rmsprop", "sgd", "momentum"))
+    check_choice(c, "probe_set", ("all", "interference"))
     require(0.0 <= c.momentum < 1.0, c, "momentum", "must lie in [0, 1)", "e.g. momentum=0.9")
     require(c.learning_starts >= 0, c, "learning_starts", "must be >= 0", "set learning_starts >= 0")
     require(c.eps_decay_steps >= 0, c, "eps_decay_steps", "must be >= 0", "set eps_decay_steps >= 0")
@@ -342,6 +345,7 @@ def build_spec(c: ValueConfig) -> ValueSpec:
     settings = probes_lib.ProbeSettings(
         rank_eps=float(c.probe_rank_eps), srank_delta=float(c.probe_srank_delta),
         dormant_tau=float(c.probe_dormant_tau), sign_window=c.probe_sign_window, chunk_size=c.probe_chunk_size,
+        full=c.probe_set == "all",
     )
     return ValueSpec(
         config=c, env=env, network=network, head=head, algo=algo, optimizer=optimizer, probe_settings=settings,
