@@ -26,7 +26,7 @@ from tdjax.report import OutputFolderError, atomic_write_bytes, check_writable
 # Ordered: the cheap closed-form figures first.
 EXPERIMENTS: list[str] = ["lyle22_fig1", "lyle22_fig9", "lyle22_fig10", "lyle22_fig2", "lyle22_fig3", "lyle22_fig8",
                           "lyle22_fig12", "lyle22_fig4", "lyle22_fig5", "lyle22_fig11", "lyle22_fig6", "bengio20_fig1",
-                          "bengio20_fig2", "bengio20_fig3", "bengio20_fig4", "bengio20_fig5",
+                          "bengio20_fig2", "bengio20_fig3", "bengio20_fig4", "bengio20_fig5", "bengio20_fig6",
                           "bengio20_fig7", "bengio20_fig8", "bengio20_fig9"]
 TRAINING_SCALES = ("smoke", "cpu", "paper", TINY)
 

@@ -14,11 +14,12 @@ A value network is a torso (observation → feature vector φ(x)) followed by a 
 Torsos:
 
   * `MLPTorso(hidden)`: ReLU dense layers, for vector observations (CartPole).
-  * `MinAtarTorso()`: conv 3×3/1 (16 ch, VALID) → dense 128, the network of MinAtar's reference
-    DQN (Young & Tian 2019); its convolution is a `PatchConv` (im2col + matmul), because XLA:CPU
+  * `MinAtarTorso(channels=16, dense=128)`: conv 3×3/1 (16 ch, VALID) → dense 128, the network of
+    MinAtar's reference DQN (Young & Tian 2019); its convolution is a `PatchConv` (im2col + matmul), because XLA:CPU
     convolutions inside `lax.scan` are ~10× slower than the same maths as a matmul.
-  * `NatureTorso()`: conv 8×8/4 (32) → 4×4/2 (64) → 3×3/1 (64) → dense 512 (Mnih et al. 2015);
-    the layers of `tdjax.networks.NatureCNN` without its output layer.
+  * `NatureTorso(width=32)`: conv 8×8/4 (32) → 4×4/2 (64) → 3×3/1 (64) → dense 512 (Mnih et al. 2015);
+    the layers of `tdjax.networks.NatureCNN` without its output layer; `width` n_h scales them all
+    (n_h, 2n_h, 2n_h, 16n_h), as Bengio et al. 2020's released code does.
   * `BengioCNNTorso(n_h, n_L)`: the conv net of Bengio et al. 2020 App. B.1 (`tdjax.networks.bengio`),
     for the masked-image tasks; n_h, n_L from a config's `cnn_width`, `cnn_extra_layers`.
   * `ImpalaTorso()`: three stacks of [conv 3×3 → max-pool 3×3/2 → 2 residual blocks] with 16, 32, 32
@@ -95,15 +96,22 @@ class MinAtarTorso(nn.Module):
 
 
 class NatureTorso(nn.Module):
-    """Nature-DQN torso (Mnih et al. 2015). Input [..., 84, 84, C]; output [..., 512]."""
+    """Nature-DQN torso (Mnih et al. 2015). Input [..., 84, 84, C]; output [..., 16 · width].
+
+    `width` n_h scales every layer as `nhid` does in Bengio et al. 2020's released Atari code: conv
+    n_h → 2n_h → 2n_h channels, dense 16 n_h; the default 32 is the Nature network (32, 64, 64, 512).
+    """
+
+    width: int = 32
 
     @nn.compact
     def __call__(self, x):
+        w = self.width
         x = _as_float_image(x)
-        x = nn.relu(nn.Conv(32, (8, 8), strides=(4, 4), padding="VALID")(x))
-        x = nn.relu(nn.Conv(64, (4, 4), strides=(2, 2), padding="VALID")(x))
-        x = nn.relu(nn.Conv(64, (3, 3), strides=(1, 1), padding="VALID")(x))
-        return nn.relu(nn.Dense(512)(_flatten_image(x)))
+        x = nn.relu(nn.Conv(w, (8, 8), strides=(4, 4), padding="VALID")(x))
+        x = nn.relu(nn.Conv(2 * w, (4, 4), strides=(2, 2), padding="VALID")(x))
+        x = nn.relu(nn.Conv(2 * w, (3, 3), strides=(1, 1), padding="VALID")(x))
+        return nn.relu(nn.Dense(16 * w)(_flatten_image(x)))
 
 
 class _ResidualBlock(nn.Module):

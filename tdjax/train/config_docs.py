@@ -36,6 +36,7 @@ UNITS: Dict[str, str] = {
     # algorithm and network
     "algo": "choice", "network": "choice", "hidden": "units per layer", "optimizer": "choice",
     "cnn_width": "channels (n_h)", "cnn_extra_layers": "layers (n_L)",
+    "torso_width": "channels (n_h); dense units 8n_h / 16n_h",
     "n_hidden": "units (channels) per layer", "n_layers": "layers",
     "loop": "choice",
     # maths
@@ -59,6 +60,7 @@ UNITS: Dict[str, str] = {
     "probe_sign_steps": "steps per environment", "probe_chunk_size": "examples", "probe_fresh": "flag",
     "probe_max_offset": "steps (temporal offset X)", "probe_offset_samples": "transitions / examples",
     "probe_rho_terms": "flag", "probe_rho_moving_target": "flag", "probe_singular_values": "flag",
+    "probe_set": "choice",
     # devices
     "num_devices": "devices", "seed_devices": "devices",
     # offline loop

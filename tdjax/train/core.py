@@ -176,9 +176,14 @@ def auto_network(env_name: str, obs_shape: Tuple[int, ...]) -> str:
 
 def torso_factory(config: Any, obs_shape: Tuple[int, ...]) -> Callable[[], nn.Module]:
     """A function making the torso that `config.network` ("auto" or a `TORSOS` name, with
-    `config.hidden` for the MLP) names for observations of `obs_shape`; ValueError naming the field if
-    the torso cannot take them."""
+    `config.hidden` for the MLP, `config.cnn_width`/`cnn_extra_layers` for the Bengio conv net and
+    `config.torso_width`, where the config has it, for the MinAtar and Nature CNNs) names for
+    observations of `obs_shape`; ValueError naming the field if the torso cannot take them."""
     name = auto_network(config.env, obs_shape) if config.network == "auto" else config.network
+    width = getattr(config, "torso_width", None)
+    require(width is None or name in ("minatar_cnn", "nature_cnn"), config, "torso_width",
+            f"only the minatar_cnn and nature_cnn torsos have a width n_h, not {name!r}",
+            "use torso_width=None (hidden sets the MLP's widths, cnn_width the Bengio conv net's)")
     if name == "mlp":
         require(len(obs_shape) == 1, config, "network",
                 f"an MLP torso needs vector observations but {config.env} gives {obs_shape}",
@@ -189,6 +194,11 @@ def torso_factory(config: Any, obs_shape: Tuple[int, ...]) -> Callable[[], nn.Mo
             "use network='mlp' or 'auto'")
     if name == "bengio_cnn":  # Bengio et al. 2020 App. B.1: n_h, n_L from the config
         return lambda: TORSOS["bengio_cnn"](int(config.cnn_width), int(config.cnn_extra_layers))
+    if width is not None:
+        # Bengio et al. 2020's released Atari net (nhid): every layer scales with n_h
+        if name == "minatar_cnn":
+            return lambda: TORSOS["minatar_cnn"](channels=int(width), dense=8 * int(width))
+        return lambda: TORSOS["nature_cnn"](width=int(width))
     return TORSOS[name]
 
 
@@ -329,6 +339,9 @@ def check_common_fields(c: Any, positive: Tuple[str, ...]) -> None:
     for name in positive + ("num_envs", "total_steps", "checkpoint_interval", "num_devices", "seed_devices",
                             "probe_k"):
         require(getattr(c, name) >= 1, c, name, "must be a positive integer", f"set {name} >= 1")
+    if getattr(c, "torso_width", None) is not None:
+        require(c.torso_width >= 1, c, "torso_width", "the torso's width n_h must be >= 1",
+                "e.g. torso_width=16, or None for the standard torso")
     if hasattr(c, "cnn_width"):
         require(c.cnn_width >= 1, c, "cnn_width", "n_h of the Bengio conv net must be >= 1", "e.g. cnn_width=16")
         require(c.cnn_extra_layers >= 0, c, "cnn_extra_layers", "n_L must be >= 0", "e.g. cnn_extra_layers=0")

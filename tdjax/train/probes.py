@@ -64,6 +64,7 @@ class ProbeSettings(NamedTuple):
     dormant_tau: float = 0.025
     sign_window: int = 5
     chunk_size: Optional[int] = None
+    full: bool = True  # False: only ρ̄ and the TD-sign variance (no update matrices, ranks or features)
     max_offset: int = 0  # X of the offset probes (0: off)
     offset_samples: int = 8  # N update samples of the offset probes
     rho_terms: bool = False  # the ρ′-term probe is on
@@ -225,7 +226,7 @@ def trajectory_probes(
     optimizer: optax.GradientTransformation,
     params: Any,
     opt_state: Any,
-    phi: jax.Array,
+    phi: Optional[jax.Array],
     offset_batch: Any = None,
     offset_neighbours: Any = None,
     offset_mask: Optional[jax.Array] = None,
@@ -244,7 +245,7 @@ def trajectory_probes(
       settings: `ProbeSettings` (max_offset X, rho_terms, num_singular_values; chunk_size).
       loss_fn: `loss_fn(params, example)` for ONE example, the loop's per-example loss (target closed over).
       optimizer, params, opt_state: the agent's optax optimizer and its CURRENT state at θ.
-      phi: [k, D] last-hidden-layer features of the probe's k states (singular values).
+      phi: [k, D] last-hidden-layer features of the probe's k states (needed for the singular values only).
       offset_batch: N update samples (leading axis N); `offset_neighbours` the same pytree [N, 2X+1, ...]
         and `offset_mask` [N, 2X+1] bool, as `tdjax.train.replay.neighbours` returns them (X > 0 only).
       value_fn, target_fn: prediction f(θ, example) and target y(θ, example) for the ρ′ terms, over the
@@ -268,6 +269,7 @@ def trajectory_probes(
                                               chunk_size=s.chunk_size)
         out = out._replace(rho_terms=rho_term_summary(terms))
     if s.num_singular_values > 0:
+        assert phi is not None
         sv = singular_value_spread(phi.reshape(phi.shape[0], -1)).singular_values
         out = out._replace(singular_values=sv.astype(jnp.float32))
     return out
@@ -316,27 +318,39 @@ def value_probes(
         inputs (`trajectory_probes`; the ρ′ terms use `batch` as their k transitions).
 
     Returns:
-      `ProbeMetrics` with `probed=True`.
+      `ProbeMetrics` with `probed=True`; with `settings.full=False` only ρ̄ (raw and normalised) and
+      the sign variance, the other fields NaN (a program far quicker to compile).
     """
     s = settings
-    a = update_matrix(loss_fn, output_fn, optimizer, params, opt_state, batch, probe_xs, chunk_size=s.chunk_size)
-    a0 = update_matrix(fresh_loss_fn, output_fn, optimizer, fresh_params, optimizer.init(fresh_params), batch,
-                       probe_xs, chunk_size=s.chunk_size)
-    phi = features_fn(params, probe_xs)
-    phi = phi.reshape(phi.shape[0], -1)
     g = gram_matrix(output_fn, params, probe_xs, chunk_size=s.chunk_size)
     diag = jnp.sqrt(jnp.clip(jnp.diag(g), 1e-30))
+    interference = mean_off_diagonal(g).astype(jnp.float32)
+    interference_cos = mean_off_diagonal(g / (diag[:, None] * diag[None, :])).astype(jnp.float32)
+    sign_variance = masked_sign_variance(td_errors, done, s.sign_window)
+    phi = None
+    if s.full or s.num_singular_values > 0:
+        phi = features_fn(params, probe_xs)
+        phi = phi.reshape(phi.shape[0], -1)
+    # the along-trajectory probes are computed whenever switched on, whatever the probe set
     traj = trajectory_probes(s, loss_fn=loss_fn, optimizer=optimizer, params=params, opt_state=opt_state, phi=phi,
                              offset_batch=offset_batch, offset_neighbours=offset_neighbours, offset_mask=offset_mask,
                              value_fn=value_fn, target_fn=target_fn, rho_batch=batch)
+    if not s.full:
+        nan = jnp.full((), jnp.nan, jnp.float32)
+        return ProbeMetrics(jnp.ones((), bool), nan, nan, nan, nan, interference, interference_cos, sign_variance,
+                            **traj._asdict())
+    a = update_matrix(loss_fn, output_fn, optimizer, params, opt_state, batch, probe_xs, chunk_size=s.chunk_size)
+    a0 = update_matrix(fresh_loss_fn, output_fn, optimizer, fresh_params, optimizer.init(fresh_params), batch,
+                       probe_xs, chunk_size=s.chunk_size)
+    assert phi is not None
     return ProbeMetrics(
         probed=jnp.ones((), bool),
         update_rank=_rank(update_rank(a, s.rank_eps)),
         update_rank_fresh=_rank(update_rank(a0, s.rank_eps)),
         srank=_rank(srank(phi, s.srank_delta)),
         dormant_fraction=jnp.asarray(dormant_fraction(phi, s.dormant_tau), jnp.float32),
-        interference=mean_off_diagonal(g).astype(jnp.float32),
-        interference_cos=mean_off_diagonal(g / (diag[:, None] * diag[None, :])).astype(jnp.float32),
-        td_sign_variance=masked_sign_variance(td_errors, done, s.sign_window),
+        interference=interference,
+        interference_cos=interference_cos,
+        td_sign_variance=sign_variance,
         **traj._asdict(),
     )

@@ -110,6 +110,7 @@ class ValueConfig:
     hidden: Tuple[int, ...] = (64, 64)  # MLP torso widths (network="mlp")
     cnn_width: int = 16  # n_h of the Bengio conv net (network="bengio_cnn"; Bengio et al. 2020 App. B.1)
     cnn_extra_layers: int = 0  # n_L: extra 3×3 conv layers of that net (network="bengio_cnn")
+    torso_width: Optional[int] = None  # n_h: minatar_cnn n_h→8n_h, nature_cnn n_h,2n_h,2n_h→16n_h; None: 16, 32
     num_envs: int = 4  # environments stepped together (split over num_devices)
     total_steps: int = 50_000  # length of the run
     buffer_size: int = 10_000  # replay capacity (a multiple of num_envs)
@@ -152,6 +153,7 @@ class ValueConfig:
     probe_rho_terms: bool = False  # r1, r2, r3 of ρ′ over the probe_k × probe_k pairs (dqn, double_dqn)
     probe_rho_moving_target: bool = False  # ρ′ with the target r + γ d maxₐ′ Q_θ(x′, a′) moving with θ (eq. 17)
     probe_singular_values: bool = False  # singular values of the last hidden layer over the probe_k states
+    probe_set: str = "all"  # "all" | "interference" (only ρ̄ and the TD-sign variance: quicker to compile)
     # checkpointing (train_with_checkpoints)
     checkpoint_interval: int = 1_000  # iterations per jitted chunk / checkpoint
     # devices (tdjax.train.mesh)
@@ -259,6 +261,7 @@ def _validate(c: ValueConfig) -> None:
                                           "probe_sign_window", "probe_sign_steps", "n_quantiles"))
     check_choice(c, "algo", ALGOS)
     check_choice(c, "optimizer", ("adam", "rmsprop", "sgd", "momentum"))
+    check_choice(c, "probe_set", ("all", "interference"))
     require(0.0 <= c.momentum < 1.0, c, "momentum", "must lie in [0, 1)", "e.g. momentum=0.9")
     require(c.learning_starts >= 0, c, "learning_starts", "must be >= 0", "set learning_starts >= 0")
     require(c.eps_decay_steps >= 0, c, "eps_decay_steps", "must be >= 0", "set eps_decay_steps >= 0")
@@ -357,6 +360,7 @@ def build_spec(c: ValueConfig) -> ValueSpec:
         rank_eps=float(c.probe_rank_eps), srank_delta=float(c.probe_srank_delta),
         dormant_tau=float(c.probe_dormant_tau), sign_window=c.probe_sign_window, chunk_size=c.probe_chunk_size,
         **probes_lib.trajectory_settings(c, network, vec.obs_shape),
+        full=c.probe_set == "all",
     )
     return ValueSpec(
         config=c, env=env, network=network, head=head, algo=algo, optimizer=optimizer, probe_settings=settings,
