@@ -16,19 +16,22 @@ from experiments import bengio20_fig3
 from experiments._distill import dstar
 from tdjax.train import load_dataset, load_teacher
 from tdjax.train.seeds import make_seed_runner
+from tests._shared import once_per_session
 
 GAME = "CartPole-v1"
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bengio_fig3")
-    claims = bengio20_fig3.main(["--tiny", "--out", str(root / "out"), "--no-progress",
-                                 "--teacher-dir", str(root / "teachers")])
-    cfg = bengio20_fig3.tiny()
-    folder = root / "teachers" / GAME
-    d_path = folder / f"dstar_{cfg.data_steps}_eps{cfg.data_epsilon:g}"
-    return root, claims, np.load(root / "out" / "bengio20_fig3.npz"), str(folder / "teacher"), str(d_path)
+    def make(root):
+        claims = bengio20_fig3.main(["--tiny", "--out", str(root / "out"), "--no-progress",
+                                     "--teacher-dir", str(root / "teachers")])
+        cfg = bengio20_fig3.tiny()
+        folder = root / "teachers" / GAME
+        d_path = folder / f"dstar_{cfg.data_steps}_eps{cfg.data_epsilon:g}"
+        return root, claims, dict(np.load(root / "out" / "bengio20_fig3.npz")), str(folder / "teacher"), str(d_path)
+
+    return once_per_session(tmp_path_factory, "bengio_fig3", make)
 
 
 def test_outputs(run):

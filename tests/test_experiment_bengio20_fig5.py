@@ -14,18 +14,21 @@ import pytest
 from experiments import bengio20_fig5
 from tdjax.train import load_dataset
 from tdjax.train.seeds import make_seed_runner
+from tests._shared import once_per_session
 
 GAME = "CartPole-v1"
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bengio_fig5")
-    claims = bengio20_fig5.main(["--tiny", "--out", str(root / "out"), "--no-progress",
-                                 "--teacher-dir", str(root / "teachers")])
-    cfg = dataclasses.replace(bengio20_fig5.tiny(), teacher_dir=str(root / "teachers"))
-    t_path, d_path = bengio20_fig5.data_paths(cfg)  # cached by the run: nothing is trained again
-    return root, claims, dict(np.load(root / "out" / "bengio20_fig5.npz")), cfg, d_path
+    def make(root):
+        claims = bengio20_fig5.main(["--tiny", "--out", str(root / "out"), "--no-progress",
+                                     "--teacher-dir", str(root / "teachers")])
+        cfg = dataclasses.replace(bengio20_fig5.tiny(), teacher_dir=str(root / "teachers"))
+        t_path, d_path = bengio20_fig5.data_paths(cfg)  # cached by the run: nothing is trained again
+        return root, claims, dict(np.load(root / "out" / "bengio20_fig5.npz")), cfg, d_path
+
+    return once_per_session(tmp_path_factory, "bengio_fig5", make)
 
 
 K = 1  # the λ of the sweep compared with a configured run: λ = 0.9

@@ -14,13 +14,16 @@ import pytest
 from experiments import bengio20_fig6
 from tdjax.train import ValueConfig, make_agent
 from tdjax.train import replay as replay_lib
+from tests._shared import once_per_session
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bengio_fig6")
-    claims = bengio20_fig6.main(["--tiny", "--out", str(out), "--no-progress"])
-    return out, claims, dict(np.load(out / "bengio20_fig6.npz"))
+    def make(out):
+        claims = bengio20_fig6.main(["--tiny", "--out", str(out), "--no-progress"])
+        return out, claims, dict(np.load(out / "bengio20_fig6.npz"))
+
+    return once_per_session(tmp_path_factory, "bengio_fig6", make)
 
 
 def test_outputs(run):

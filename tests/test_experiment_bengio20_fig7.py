@@ -15,19 +15,22 @@ from jax.flatten_util import ravel_pytree
 
 from experiments import bengio20_fig7
 from tdjax.train import load_dataset, load_teacher, make_agent, offline
+from tests._shared import once_per_session
 
 GAME = "CartPole-v1"
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bengio_fig7")
-    claims = bengio20_fig7.main(["--tiny", "--out", str(root / "out"), "--no-progress",
-                                 "--teacher-dir", str(root / "teachers")])
-    cfg = bengio20_fig7.tiny()
-    folder = root / "teachers" / GAME
-    d_path = folder / f"dstar_{cfg.data_steps}_eps{cfg.data_epsilon:g}"
-    return root, claims, dict(np.load(root / "out" / "bengio20_fig7.npz")), str(folder / "teacher"), str(d_path)
+    def make(root):
+        claims = bengio20_fig7.main(["--tiny", "--out", str(root / "out"), "--no-progress",
+                                     "--teacher-dir", str(root / "teachers")])
+        cfg = bengio20_fig7.tiny()
+        folder = root / "teachers" / GAME
+        d_path = folder / f"dstar_{cfg.data_steps}_eps{cfg.data_epsilon:g}"
+        return root, claims, dict(np.load(root / "out" / "bengio20_fig7.npz")), str(folder / "teacher"), str(d_path)
+
+    return once_per_session(tmp_path_factory, "bengio_fig7", make)
 
 
 def test_outputs(run):

@@ -6,13 +6,15 @@ import numpy as np
 import pytest
 
 from experiments import lyle22_fig3
+from tests._shared import once_per_session
 
 
 @pytest.fixture(scope="module")
 def fig3_out(tmp_path_factory):
-    out = tmp_path_factory.mktemp("fig3")
-    claims = lyle22_fig3.main(["--tiny", "--out", str(out), "--no-progress"])
-    return out, claims
+    def make(out):
+        return out, lyle22_fig3.main(["--tiny", "--out", str(out), "--no-progress"])
+
+    return once_per_session(tmp_path_factory, "fig3", make)
 
 
 def test_fig3_files_and_claims(fig3_out):

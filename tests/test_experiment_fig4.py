@@ -6,13 +6,15 @@ import numpy as np
 import pytest
 
 from experiments import lyle22_fig4
+from tests._shared import once_per_session
 
 
 @pytest.fixture(scope="module")
 def fig4_out(tmp_path_factory):
-    out = tmp_path_factory.mktemp("fig4")
-    claims = lyle22_fig4.main(["--tiny", "--out", str(out), "--no-progress"])
-    return out, claims
+    def make(out):
+        return out, lyle22_fig4.main(["--tiny", "--out", str(out), "--no-progress"])
+
+    return once_per_session(tmp_path_factory, "fig4", make)
 
 
 def test_fig4_writes_figure_data_and_claims(fig4_out):

@@ -11,14 +11,16 @@ import pytest
 from experiments import lyle22_fig6
 from experiments._distill import policy_teacher_and_data
 from tdjax.train import load_dataset, load_teacher
+from tests._shared import once_per_session
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fig6")
-    claims = lyle22_fig6.main(["--tiny", "--out", str(root / "out"), "--no-progress",
-                               "--teacher-dir", str(root / "teachers")])
-    return root, claims
+    def make(root):
+        return root, lyle22_fig6.main(["--tiny", "--out", str(root / "out"), "--no-progress",
+                                       "--teacher-dir", str(root / "teachers")])
+
+    return once_per_session(tmp_path_factory, "lyle_fig6", make)
 
 
 def test_outputs(run):

@@ -8,19 +8,22 @@ import pytest
 import scipy.stats
 
 from experiments import bengio20_fig1, bengio20_fig2, bengio20_fig8, bengio20_fig9
+from tests._shared import once_per_session
 
 MODULES = (bengio20_fig1, bengio20_fig2, bengio20_fig8, bengio20_fig9)
 
 
 @pytest.fixture(scope="module")
 def outs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bengio20")
-    grid_dir = root / "grid"
-    # classification only: the regression loop is tested in test_train_supervised (suite time); these
-    # programs are the ones test_train_sweep runs too, compiled once per session
-    claims = {m.NAME: m.main(["--tiny", "--tasks", "classification", "--out", str(root / m.NAME), "--no-progress",
-                              "--grid-dir", str(grid_dir)]) for m in MODULES}
-    return root, grid_dir, claims
+    def make(root):
+        grid_dir = root / "grid"
+        # classification only: the regression loop is tested in test_train_supervised (suite time); these
+        # programs are the ones test_train_sweep runs too, compiled once per session
+        claims = {m.NAME: m.main(["--tiny", "--tasks", "classification", "--out", str(root / m.NAME),
+                                  "--no-progress", "--grid-dir", str(grid_dir)]) for m in MODULES}
+        return root, grid_dir, claims
+
+    return once_per_session(tmp_path_factory, "bengio20_grid", make)
 
 
 def test_files_and_claims(outs):

@@ -8,6 +8,7 @@ import pytest
 import scipy.linalg
 
 from experiments import lyle22_fig1, lyle22_fig2
+from tests._shared import once_per_session
 
 FIG1_FILES = ("lyle22_fig1.png", "lyle22_fig1.npz", "lyle22_fig1.csv", "claims.json", "claims.md")
 FIG2_FILES = ("lyle22_fig2.png", "lyle22_fig2.npz", "lyle22_fig2.csv", "claims.json", "claims.md")
@@ -15,16 +16,20 @@ FIG2_FILES = ("lyle22_fig2.png", "lyle22_fig2.npz", "lyle22_fig2.csv", "claims.j
 
 @pytest.fixture(scope="module")
 def fig1_out(tmp_path_factory):
-    out = tmp_path_factory.mktemp("fig1")
-    lyle22_fig1.main(["--tiny", "--out", str(out), "--no-progress"])
-    return out
+    def make(out):
+        lyle22_fig1.main(["--tiny", "--out", str(out), "--no-progress"])
+        return out
+
+    return once_per_session(tmp_path_factory, "fig1", make)
 
 
 @pytest.fixture(scope="module")
 def fig2_out(tmp_path_factory):
-    out = tmp_path_factory.mktemp("fig2")
-    lyle22_fig2.main(["--tiny", "--out", str(out), "--no-progress"])
-    return out
+    def make(out):
+        lyle22_fig2.main(["--tiny", "--out", str(out), "--no-progress"])
+        return out
+
+    return once_per_session(tmp_path_factory, "fig2", make)
 
 
 def _claims(out, name):

@@ -8,16 +8,20 @@ import pytest
 
 from experiments import lyle22_fig5, lyle22_fig11
 from tdjax.train import load_teacher
+from tests._shared import once_per_session
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("distill")
-    teachers = root / "teachers"
-    c5 = lyle22_fig5.main(["--tiny", "--out", str(root / "fig5"), "--no-progress", "--teacher-dir", str(teachers)])
-    stamp = (teachers / "CartPole-v1" / "teacher" / "params.npz").stat().st_mtime_ns
-    c11 = lyle22_fig11.main(["--tiny", "--out", str(root / "fig11"), "--no-progress", "--teacher-dir", str(teachers)])
-    return root, teachers, stamp, c5, c11
+    def make(root):
+        teachers = root / "teachers"
+        c5 = lyle22_fig5.main(["--tiny", "--out", str(root / "fig5"), "--no-progress", "--teacher-dir", str(teachers)])
+        stamp = (teachers / "CartPole-v1" / "teacher" / "params.npz").stat().st_mtime_ns
+        c11 = lyle22_fig11.main(["--tiny", "--out", str(root / "fig11"), "--no-progress",
+                                 "--teacher-dir", str(teachers)])
+        return root, teachers, stamp, c5, c11
+
+    return once_per_session(tmp_path_factory, "lyle_fig5_fig11", make)
 
 
 def test_teacher_is_saved_once_and_reused(runs):

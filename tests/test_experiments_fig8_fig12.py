@@ -15,6 +15,7 @@ import tdjax
 from experiments import lyle22_fig8, lyle22_fig12
 from tdjax.train import make_agent
 from tdjax.train import replay as replay_lib
+from tests._shared import once_per_session
 
 
 def _filled_replay(key, capacity, num_envs, obs_shape, writes, done_every=None):
@@ -44,9 +45,10 @@ def _filled_replay(key, capacity, num_envs, obs_shape, writes, done_every=None):
 
 @pytest.fixture(scope="module")
 def fig8_out(tmp_path_factory):
-    out = tmp_path_factory.mktemp("fig8")
-    claims = lyle22_fig8.main(["--tiny", "--out", str(out), "--no-progress"])
-    return out, claims
+    def make(out):
+        return out, lyle22_fig8.main(["--tiny", "--out", str(out), "--no-progress"])
+
+    return once_per_session(tmp_path_factory, "fig8", make)
 
 
 def test_fig8_files_arrays_and_claims(fig8_out):
@@ -133,10 +135,11 @@ def test_fig8_bad_config_names_the_field():
 
 @pytest.fixture(scope="module")
 def fig12_out(tmp_path_factory):
-    out = tmp_path_factory.mktemp("fig12")
     # C51 only, to keep the file under a minute: DQN's panel is checked against the naive loop below.
-    claims = lyle22_fig12.main(["--tiny", "--algos", "c51", "--out", str(out), "--no-progress"])
-    return out, claims
+    def make(out):
+        return out, lyle22_fig12.main(["--tiny", "--algos", "c51", "--out", str(out), "--no-progress"])
+
+    return once_per_session(tmp_path_factory, "fig12", make)
 
 
 def test_fig12_files_arrays_and_claims(fig12_out):

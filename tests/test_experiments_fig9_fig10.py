@@ -9,20 +9,23 @@ import pytest
 
 import tdjax
 from experiments import lyle22_fig9, lyle22_fig10
+from tests._shared import once_per_session
 
 
 @pytest.fixture(scope="module")
 def fig9_out(tmp_path_factory):
-    out = tmp_path_factory.mktemp("fig9")
-    claims = lyle22_fig9.main(["--tiny", "--out", str(out), "--no-progress"])
-    return out, claims
+    def make(out):
+        return out, lyle22_fig9.main(["--tiny", "--out", str(out), "--no-progress"])
+
+    return once_per_session(tmp_path_factory, "fig9", make)
 
 
 @pytest.fixture(scope="module")
 def fig10_out(tmp_path_factory):
-    out = tmp_path_factory.mktemp("fig10")
-    claims = lyle22_fig10.main(["--tiny", "--out", str(out), "--no-progress"])
-    return out, claims
+    def make(out):
+        return out, lyle22_fig10.main(["--tiny", "--out", str(out), "--no-progress"])
+
+    return once_per_session(tmp_path_factory, "fig10", make)
 
 
 def _check_claims_files(out, claims):
