@@ -63,10 +63,8 @@ Run: `python -m experiments.bengio20_fig5 --out outputs/bengio20_fig5 [--scale s
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 import time
 import warnings
-from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import jax
@@ -76,7 +74,7 @@ import numpy.typing as npt
 
 import tdjax
 from experiments import lyle22_fig5
-from experiments._distill import dstar, teacher_and_data
+from experiments._bengio20_offsets import teacher_and_dstar, temporary_folder
 from experiments._harness import Experiment, progress_bar
 from tdjax.report import Claims
 from tdjax.train import OfflineConfig, ValueConfig, load_dataset
@@ -229,18 +227,11 @@ def spectrum(agent: Any, cfg: Config):
     return jax.jit(jax.vmap(one, in_axes=(0, None, None, None)))
 
 
-def _teacher_folder(cfg: Config, tmp: Path) -> Path:
-    return (Path(cfg.teacher_dir) if cfg.teacher_dir else tmp) / cfg.game
-
-
 def data_paths(cfg: Config) -> tuple[str, str]:
-    """(teacher folder, D* folder): trained and collected once, reused from `cfg.teacher_dir`."""
+    """(teacher folder, D* folder): trained and collected once, reused from `cfg.teacher_dir` (Fig. 3's)."""
     k_game = jax.random.fold_in(jax.random.key(cfg.seed), 0)
-    folder = _teacher_folder(cfg, Path(tempfile.mkdtemp(prefix="tdjax_bengio_fig5_")))
-    t_path, _, _ = teacher_and_data(cfg.teacher.replace(env=cfg.game), folder, k_game)
-    d_path = dstar(t_path, folder, jax.random.fold_in(k_game, 1), data_steps=cfg.data_steps,
-                   epsilon=cfg.data_epsilon)
-    return t_path, d_path
+    return teacher_and_dstar(cfg.teacher, cfg.game, cfg.teacher_dir, temporary_folder("tdjax_bengio_fig5_"), k_game,
+                             data_steps=cfg.data_steps, epsilon=cfg.data_epsilon)
 
 
 def sweep(cfg: Config, d_path: str):
