@@ -7,6 +7,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import tdjax
@@ -284,3 +285,42 @@ def test_offline_bad_configs(files):
         with pytest.raises(ValueError, match=field):
             make_agent(cfg)
     make_agent(ok.replace(objective="q_learning", probe_rho_moving_target=True))  # a TD target may move
+
+
+def test_interference_probe_set_still_takes_the_trajectory_probes():
+    """probe_set="interference" (settings.full=False) skips the update matrices, not the along-trajectory
+    probes that are switched on: they equal the library functions; the skipped fields are NaN."""
+    rng = np.random.default_rng(0)
+    params = {"w": jnp.asarray(rng.normal(size=3), jnp.float32), "b": jnp.zeros((), jnp.float32)}
+
+    def out(p, x):
+        return jnp.tanh(x @ p["w"]) + p["b"]
+
+    def loss(p, ex):
+        return jnp.square(out(p, ex["x"]) - ex["y"])
+
+    def ex(*shape):
+        return {"x": jnp.asarray(rng.normal(size=shape + (3,)), jnp.float32),
+                "y": jnp.asarray(rng.normal(size=shape), jnp.float32)}
+
+    batch, offset_batch, neighbours = ex(4), ex(2), ex(2, 3)
+    mask = jnp.asarray([[True, True, False], [False, True, True]])
+    opt = optax.adam(0.1)
+    opt_state = opt.init(params)
+    settings = probes_lib.ProbeSettings(full=False, max_offset=1, offset_samples=2, rho_terms=True,
+                                        num_singular_values=3)
+    m = jax.jit(lambda p: probes_lib.value_probes(
+        settings, loss_fn=loss, output_fn=out, features_fn=lambda p, xs: xs, optimizer=opt, params=p,
+        opt_state=opt_state, batch=batch, probe_xs=batch["x"], fresh_loss_fn=loss, fresh_params=p,
+        td_errors=jnp.zeros((6, 1)), done=jnp.zeros((6, 1), bool), offset_batch=offset_batch,
+        offset_neighbours=neighbours, offset_mask=mask, value_fn=lambda p, e: out(p, e["x"]),
+        target_fn=lambda p, e: e["y"]))(params)
+    assert np.isnan(m.update_rank) and np.isnan(m.srank) and np.isfinite(m.interference)
+    want = tdjax.loss_change_by_offset(loss, params, opt, opt_state, offset_batch, neighbours, mask)
+    np.testing.assert_allclose(m.loss_change_by_offset, want.mean, rtol=1e-5, atol=1e-7)
+    want = tdjax.stiffness_by_offset(loss, params, offset_batch, neighbours, mask)
+    np.testing.assert_allclose(m.stiffness_by_offset, want.mean, rtol=1e-5, atol=1e-7)
+    terms = tdjax.interference_derivative_terms(lambda p, e: out(p, e["x"]), lambda p, e: e["y"], params, batch, batch)
+    np.testing.assert_allclose(m.rho_terms, probes_lib.rho_term_summary(terms), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(m.singular_values, np.linalg.svd(np.asarray(batch["x"]), compute_uv=False) / 2,
+                               rtol=1e-5)
