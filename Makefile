@@ -67,7 +67,7 @@ test-latest: system-deps
 	@$(LATEST_PY) -c "import jax, flax, optax; print('testing against jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__)"
 	OPENBLAS_NUM_THREADS=1 $(LATEST_PY) -m pytest -q -n 2 -m "not paper_scale" $(PYTEST_ARGS)
 
-# The figures only (about 20 min on 2 cores at smoke scale); the benchmarks are `make bench`.
+# The figures only (about 1.5 hours on 2 cores at smoke scale, README.md); the benchmarks are `make bench`.
 reproduce: $(VENV)/.stamp-core system-deps
 	$(PY) -m experiments.run_all --out $(OUT)
 
