@@ -10,7 +10,8 @@ transition is ½(Q(s)[a] − r − 0.99·max Q(s'))² with a stop-gradient targe
 Variants (each in its own live subprocess, so that peak memory — VmHWM, the peak resident set — is its
 own; timed calls are interleaved round-robin across the subprocesses):
   loop        JAX: Python loop over i of one jitted call (grad, Adam update, forward on all probes)
-  map:C[/P]   tdjax.update_matrix(strategy="map", chunk_size=C, probe_chunk_size=P), jitted
+  map:C[/P]   tdjax.update_matrix(strategy="map", chunk_size=C, probe_chunk_size=P), jitted; a suffix
+              @as_is or @matmul sets probe_forward (default "auto": convolutions as matmuls on CPU)
   hloop:C[/P] tdjax.update_matrix(strategy="loop", chunk_size=C, probe_chunk_size=P) (host loop of
               jitted chunk calls)
   torch[:T]   PyTorch loop: autograd + torch.optim.Adam with the JAX Adam state copied in, per example,
@@ -130,9 +131,10 @@ def _jax_runner(variant: str, net: str, k: int):
             return jax.numpy.stack(rows)
 
         return run
+    variant, _, forward = variant.partition("@")
     strategy, chunks = variant.split(":")
     c, pc = (int(x) for x in chunks.split("/")) if "/" in chunks else (int(chunks), None)
-    kw = dict(chunk_size=c, probe_chunk_size=pc)
+    kw = dict(chunk_size=c, probe_chunk_size=pc, probe_forward=forward or "auto")
     if strategy == "map":
         fn = jax.jit(lambda p, s, b: update_matrix(loss_fn, output_fn, tx, p, s, b, b["obs"], **kw))
         return lambda: fn(params, opt_state, batch)

@@ -143,6 +143,25 @@ def test_update_matrix_loop_strategy_matches_naive_loop(net):
     _assert_close(A, ref)
 
 
+def test_probe_forward_as_is_and_matmul_match_the_naive_loop():
+    """The CNN's probe forwards with its own convolutions and as slices + matmuls (the CPU default):
+    the same matrix as the naive loop; the "matmul" program's probe forwards hold no convolution."""
+    loss_fn, f, tx, params, opt_state, batch, probes = _problem("cnn")
+    ref = _reference("cnn")
+    for forward in ("as_is", "matmul"):
+        fn = lambda p: tdjax.update_matrix(loss_fn, f, tx, p, opt_state, batch, probes, chunk_size=3,
+                                           probe_forward=forward)
+        _assert_close(jax.jit(fn)(params), ref)
+    text = lambda forward: str(jax.make_jaxpr(lambda p: tdjax.update_matrix(  # noqa: E731
+        lambda q, ex: 0.0 * jnp.sum(q["params"]["Dense_0"]["kernel"]), f, tx, p, opt_state, batch, probes,
+        probe_forward=forward))(params))
+    assert "conv_general_dilated" in text("as_is") and "conv_general_dilated" not in text("matmul")
+    with pytest.raises(ValueError, match="probe_forward"):
+        tdjax.update_matrix(loss_fn, f, tx, params, opt_state, batch, probes, probe_forward="im2col")
+    with pytest.raises(ValueError, match="probe_forward"):
+        tdjax.policy_update_matrix(loss_fn, f, tx, params, opt_state, batch, probes, probe_forward="conv")
+
+
 def test_update_matrix_uses_the_optimizer_state():
     """From a fresh Adam state the matrix differs: the moments and count of `opt_state` matter."""
     loss_fn, f, tx, params, opt_state, batch, probes = _problem()

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from tdjax._src.conv_matmul import convs_as_matmuls
 from tdjax._src.layerwise import layerwise_per_example_grads
 from tdjax._src.validation import check_params, check_scalar, eval_on_example, leading_dim
 
@@ -159,7 +160,8 @@ def _one_step(optimizer: optax.GradientTransformation, params: Any, opt_state: A
     return new_params, _all_finite(new_params)
 
 
-def _over_probes(out_fn: Callable, params: Any, probe_xs: Any, probe_chunk_size: Optional[int]) -> chex.Array:
+def _over_probes(out_fn: Callable, params: Any, probe_xs: Any, probe_chunk_size: Optional[int],
+                 probe_forward: str = "as_is") -> chex.Array:
     """out_fn(params, xⱼ) for every probe j: [m, ...], `probe_chunk_size` probes at a time.
 
     The chunks run in a `lax.scan` with `_PROBE_UNROLL` chunks per iteration: unrolled chunks are
@@ -169,6 +171,8 @@ def _over_probes(out_fn: Callable, params: Any, probe_xs: Any, probe_chunk_size:
     """
     m = leading_dim(probe_xs, "probe_xs")
     batched = jax.vmap(out_fn, in_axes=(None, 0))
+    if probe_forward == "matmul":  # convolutions of the batched forward as slices + matmuls
+        batched = convs_as_matmuls(batched)
     if probe_chunk_size is None or probe_chunk_size >= m:
         return batched(params, probe_xs)
     chunks, n = _chunked(probe_xs, m, probe_chunk_size)
@@ -210,9 +214,10 @@ class _ChunkRows:
     optimizer: optax.GradientTransformation
     probe_chunk_size: Optional[int]
     method: str = "auto"
+    probe_forward: str = "as_is"  # resolved: "as_is" or "matmul"
 
     def base(self, params, probe_xs):
-        return _over_probes(self.out_fn, params, probe_xs, self.probe_chunk_size)
+        return _over_probes(self.out_fn, params, probe_xs, self.probe_chunk_size, self.probe_forward)
 
     def chunk(self, params, opt_state, probe_xs, base, chunks, i):  # rows of chunks[i], sliced under jit
         return self(params, opt_state, probe_xs, base, jax.tree.map(lambda l: l[i], chunks))
@@ -222,7 +227,8 @@ class _ChunkRows:
         grads = _per_example_grads(self.loss_fn, params, examples, self.method)
         step = functools.partial(_one_step, self.optimizer)
         new_params, finite = _vmap(step, (None, None, 0), c)(params, opt_state, grads)
-        evaluate = functools.partial(_over_probes, self.out_fn, probe_chunk_size=self.probe_chunk_size)
+        evaluate = functools.partial(_over_probes, self.out_fn, probe_chunk_size=self.probe_chunk_size,
+                                     probe_forward=self.probe_forward)
         outs = _vmap(evaluate, (0, None), c)(new_params, probe_xs)
         rows = _vmap(self.compare, (0, None), c)(outs, base)
         return jnp.where(finite[:, None], rows, jnp.nan)
@@ -288,6 +294,20 @@ def _check_method(method, fn_name):
         raise ValueError(f"{fn_name}: `method` must be 'auto', 'layerwise' or 'vmap', got {method!r}.")
 
 
+_PROBE_FORWARDS = ("auto", "matmul", "as_is")
+
+
+def _resolve_probe_forward(probe_forward, fn_name) -> str:
+    """"auto": convolutions as matmuls on CPU (XLA:CPU's convolutions are slower per FLOP than its
+    matmuls), as they are on accelerators."""
+    if probe_forward not in _PROBE_FORWARDS:
+        raise ValueError(f"{fn_name}: `probe_forward` must be one of {', '.join(map(repr, _PROBE_FORWARDS))}, "
+                         f"got {probe_forward!r}.")
+    if probe_forward == "auto":
+        return "matmul" if jax.default_backend() == "cpu" else "as_is"
+    return probe_forward
+
+
 def _check_strategy(strategy, fn_name):
     if strategy not in ("map", "loop"):
         raise ValueError(f"{fn_name}: `strategy` must be 'map' or 'loop', got {strategy!r}.")
@@ -310,6 +330,7 @@ def update_matrix(
     probe_chunk_size: Optional[int] = None,
     strategy: Strategy = "map",
     method: str = "auto",
+    probe_forward: str = "auto",
 ) -> chex.Array:
     """The update matrix Aᵢⱼ = f(θᵢ, xⱼ) − f(θ, xⱼ) (Lyle et al. 2022, eq. 21, App. B.1).
 
@@ -335,18 +356,22 @@ def update_matrix(
       method: per-example gradients of a chunk: "auto" (default; one batched forward/backward, see
         `tdjax.per_example_grads`), "layerwise" (the same, raising `LayerwiseUnsupported` for parameters
         used other than as layer weights or biases) or "vmap" (jax.vmap(jax.grad(loss_fn))).
+      probe_forward: how the k·m probe forwards run: "matmul" (every convolution as strided slices and
+        matmuls, `tdjax._src.conv_matmul`: faster on XLA:CPU, same maths up to float rounding), "as_is"
+        (the network's own operations) or "auto" (default: "matmul" on the CPU backend, else "as_is").
 
     Returns:
       A: [k, m] float array. Row i is NaN if θᵢ has a non-finite entry (a non-finite update or gradient).
     """
     fn_name = "update_matrix"
     _check_strategy(strategy, fn_name)
+    probe_forward = _resolve_probe_forward(probe_forward, fn_name)
     k, _ = _check_common(fn_name, loss_fn, optimizer, params, opt_state, batch, probe_xs, chunk_size, probe_chunk_size)
     check_scalar(eval_on_example(output_fn, (params, _one(probe_xs)), fn_name, "output_fn", "probe_xs"), fn_name,
                  "output_fn")
 
     _check_method(method, fn_name)
-    spec = _ChunkRows(loss_fn, output_fn, _difference, optimizer, probe_chunk_size, method)
+    spec = _ChunkRows(loss_fn, output_fn, _difference, optimizer, probe_chunk_size, method, probe_forward)
     return _update_matrix(fn_name, spec, params, opt_state, batch, probe_xs, k, chunk_size, strategy)
 
 
@@ -364,6 +389,7 @@ def policy_update_matrix(
     probe_chunk_size: Optional[int] = None,
     strategy: Strategy = "map",
     method: str = "auto",
+    probe_forward: str = "auto",
 ) -> chex.Array:
     """The policy update matrix Aᵢⱼ = ‖p_θ(xⱼ) − p_θᵢ(xⱼ)‖₂ (Lyle et al. 2022, App. B.1).
 
@@ -375,8 +401,8 @@ def policy_update_matrix(
       loss_fn: `loss_fn(params, example) -> scalar` for ONE example.
       policy_fn: `policy_fn(params, x) -> [n_actions]` for ONE input: logits if `from_logits` (the
         distribution is their softmax), else the probabilities themselves.
-      optimizer, params, opt_state, batch, probe_xs, chunk_size, probe_chunk_size, strategy, method: as
-        in `update_matrix`.
+      optimizer, params, opt_state, batch, probe_xs, chunk_size, probe_chunk_size, strategy, method,
+        probe_forward: as in `update_matrix`.
       from_logits: whether `policy_fn` returns logits (True) or probabilities (False).
 
     Returns:
@@ -384,6 +410,7 @@ def policy_update_matrix(
     """
     fn_name = "policy_update_matrix"
     _check_strategy(strategy, fn_name)
+    probe_forward = _resolve_probe_forward(probe_forward, fn_name)
     k, _ = _check_common(fn_name, loss_fn, optimizer, params, opt_state, batch, probe_xs, chunk_size, probe_chunk_size)
     out = eval_on_example(policy_fn, (params, _one(probe_xs)), fn_name, "policy_fn", "probe_xs")
     if len(out.shape) != 1:
@@ -392,7 +419,7 @@ def policy_update_matrix(
         )
     probs_fn = _SoftmaxOf(policy_fn) if from_logits else policy_fn
     _check_method(method, fn_name)
-    spec = _ChunkRows(loss_fn, probs_fn, _distance, optimizer, probe_chunk_size, method)
+    spec = _ChunkRows(loss_fn, probs_fn, _distance, optimizer, probe_chunk_size, method, probe_forward)
     return _update_matrix(fn_name, spec, params, opt_state, batch, probe_xs, k, chunk_size, strategy)
 
 
