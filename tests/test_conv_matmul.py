@@ -115,3 +115,29 @@ def test_primitive_names():
     assert outer & set(conv_matmul.INLINED_PRIMITIVES)
     assert conv_as_matmul(x, w, window_strides=(1, 1), padding=((0, 0), (0, 0)),
                           dimension_numbers=("NHWC", "HWIO", "NHWC")).shape == (1, 3, 3, 1)
+
+
+def test_staged_forward_equals_the_function_and_hoists_the_data_convolution():
+    """prepare once on the data, finish per parameter set: the network's outputs; the first layer's input
+    slices are prepared (finish holds no work on the raw input), a known output is passed through."""
+    from tdjax._src.conv_matmul import staged_forward
+    from tdjax.networks import NatureCNN
+
+    net = NatureCNN(3)
+    xs = jnp.asarray(np.random.default_rng(5).uniform(size=(4, 84, 84, 4)), jnp.float32)
+    params = net.init(jax.random.key(1), xs[0])
+    f = lambda p, x: (jnp.max(net.apply(p, x), -1), jnp.sum(x ** 2))  # the 2nd output is data only
+    prepare, finish = staged_forward(f)
+    prepared = jax.jit(prepare)(params, xs)
+    assert any(a.shape == (4, 20, 20, 64) for a in prepared)  # layer 1's input after space-to-depth, sliced
+    other = jax.tree.map(lambda l: l * 1.1, params)
+    for p in (params, other):
+        got = jax.jit(finish)(p, xs, prepared)
+        want = f(p, xs)
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-6)
+    # finish never touches the raw input: the same result with a garbage xs of the same shape
+    np.testing.assert_allclose(jax.jit(finish)(other, xs * 0 + jnp.nan, prepared)[0], f(other, xs)[0],
+                               rtol=1e-4, atol=1e-5)
+    with pytest.raises(RuntimeError, match="prepared"):
+        finish(params, xs, prepared + [jnp.zeros(1)])

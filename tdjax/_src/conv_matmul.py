@@ -25,16 +25,17 @@ tests/test_conv_matmul.py.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Optional, Tuple
 
 import jax
 from jax import lax
 from jax.extend import core as jcore
 
-__all__ = ["convs_as_matmuls", "conv_as_matmul"]
+__all__ = ["convs_as_matmuls", "conv_as_matmul", "staged_forward"]
 
 CONV_PRIMITIVE = "conv_general_dilated"
 INLINED_PRIMITIVES = ("jit", "pjit", "closed_call", "core_call", "remat2", "checkpoint")
@@ -53,60 +54,108 @@ def supported(params: dict) -> bool:
             and all(d == 1 for d in (params.get("lhs_dilation") or ())))
 
 
-def conv_as_matmul(lhs: jax.Array, rhs: jax.Array, *, window_strides, padding, lhs_dilation=None,
-                   rhs_dilation=None, dimension_numbers, feature_group_count=1, batch_group_count=1,
-                   precision=None, preferred_element_type=None, **_: Any) -> jax.Array:
-    """`lax.conv_general_dilated` with these (bind) parameters, as slices and matmuls.
+@dataclasses.dataclass(frozen=True)
+class _ConvPlan:
+    """The static layout of one convolution as slices and matmuls (shapes and bind parameters only)."""
+
+    dn: Any  # lax.ConvDimensionNumbers
+    nsp: int  # spatial dimensions
+    padding: tuple  # ((lo, hi), ...) resolved
+    out: tuple  # output spatial sizes
+    s2d: Optional[tuple]  # the strides folded by space-to-depth, or None
+    strides: tuple  # slice strides (1s after space-to-depth)
+    dil: tuple
+    offsets: tuple  # kernel offsets κ (after space-to-depth), row-major like the kernel's reshape
+    cin: int  # channels per slice (after space-to-depth)
+    im2col: bool  # one matmul of the concatenated slices (few channels) instead of Σ_κ slice_κ @ W[κ]
+    precision: Any
+    preferred_element_type: Any
+
+    @property
+    def empty(self) -> bool:
+        return any(o <= 0 for o in self.out)
+
+
+def _plan(lhs_shape, rhs_shape, *, window_strides, padding, rhs_dilation=None, dimension_numbers,
+          precision=None, preferred_element_type=None, **_: Any) -> _ConvPlan:
+    dn = dimension_numbers
+    if not isinstance(dn, lax.ConvDimensionNumbers):
+        dn = lax.conv_dimension_numbers(lhs_shape, rhs_shape, dn)
+    nsp = len(dn.lhs_spec) - 2
+    spatial = tuple(lhs_shape[d] for d in dn.lhs_spec[2:])
+    ksize = tuple(rhs_shape[d] for d in dn.rhs_spec[2:])
+    cin = rhs_shape[dn.rhs_spec[1]]
+    dil = tuple(rhs_dilation or (1,) * nsp)
+    strides = tuple(window_strides)
+    if isinstance(padding, str):
+        padding = lax.padtype_to_pads(spatial, [(k - 1) * d + 1 for k, d in zip(ksize, dil)], strides, padding)
+    padding = tuple((int(lo), int(hi)) for lo, hi in padding)
+    padded = tuple(spatial[d] + padding[d][0] + padding[d][1] for d in range(nsp))
+    out = tuple((padded[d] - ((ksize[d] - 1) * dil[d] + 1)) // strides[d] + 1 for d in range(nsp))
+    s2d = None
+    if any(s > 1 for s in strides) and all(d == 1 for d in dil):
+        s2d = strides
+        ksize = tuple(-(-ksize[d] // strides[d]) for d in range(nsp))
+        cin, strides = cin * math.prod(s2d), (1,) * nsp
+    offsets = tuple(itertools.product(*(range(k) for k in ksize)))
+    return _ConvPlan(dn, nsp, padding, out, s2d, strides, dil, offsets, cin,
+                     cin < _MIN_INNER and len(offsets) > 1, precision, preferred_element_type)
+
+
+def _lhs_parts(plan: _ConvPlan, lhs: jax.Array) -> list:
+    """The input's side: the slices x_κ (or their concatenation), which do not depend on the kernel."""
+    dn, nsp = plan.dn, plan.nsp
+    x = lax.transpose(lhs, (dn.lhs_spec[0], *dn.lhs_spec[2:], dn.lhs_spec[1]))  # [N, spatial..., C]
+    if any(lo != 0 or hi != 0 for lo, hi in plan.padding):
+        x = lax.pad(x, lax.full((), 0, x.dtype), [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in plan.padding] + [(0, 0, 0)])
+    if plan.s2d is not None:
+        x = _space_to_depth_input(x, plan.s2d, plan.out, _blocks(plan))
+    n = x.shape[0]
+
+    def piece(kappa):
+        start = (0, *(kappa[d] * plan.dil[d] for d in range(nsp)), 0)
+        limit = (n, *(start[1 + d] + (plan.out[d] - 1) * plan.strides[d] + 1 for d in range(nsp)), plan.cin)
+        return lax.slice(x, start, limit, (1, *plan.strides, 1))
+
+    pieces = [piece(kappa) for kappa in plan.offsets]
+    return [lax.concatenate(pieces, nsp + 1)] if plan.im2col else pieces
+
+
+def _rhs_parts(plan: _ConvPlan, rhs: jax.Array) -> list:
+    """The kernel's side: W[κ] per offset (or the whole kernel as one [K·C, O] matrix)."""
+    dn, nsp = plan.dn, plan.nsp
+    w = lax.transpose(rhs, (*dn.rhs_spec[2:], dn.rhs_spec[1], dn.rhs_spec[0]))  # [spatial..., C, O]
+    if plan.s2d is not None:
+        w = _space_to_depth_kernel(w, plan.s2d)
+    if plan.im2col:
+        return [w.reshape(len(plan.offsets) * plan.cin, w.shape[-1])]
+    return [w[kappa] for kappa in plan.offsets]
+
+
+def _combine(plan: _ConvPlan, lhs_parts: list, rhs_parts: list) -> jax.Array:
+    nsp = plan.nsp
+    matmul = lambda a, b: lax.dot_general(a, b, (((nsp + 1,), (0,)), ((), ())), precision=plan.precision,  # noqa: E731
+                                          preferred_element_type=plan.preferred_element_type)
+    y = functools.reduce(lax.add, [matmul(a, b) for a, b in zip(lhs_parts, rhs_parts)])  # [N, out..., O]
+    # to the output layout: axis out_spec[0] is N, out_spec[1] is O, out_spec[2 + d] spatial d
+    dn = plan.dn
+    return lax.transpose(y, _inverse((dn.out_spec[0], *dn.out_spec[2:], dn.out_spec[1])))
+
+
+def conv_as_matmul(lhs: jax.Array, rhs: jax.Array, **params: Any) -> jax.Array:
+    """`lax.conv_general_dilated(lhs, rhs)` with these bind parameters, as slices and matmuls.
 
     Only for `supported(params)` convolutions (one feature/batch group, no lhs dilation). A strided,
     undilated convolution is first folded to stride 1 by space-to-depth (blocks of s input positions
     become s·C channels, the kernel is zero-padded to whole blocks), which turns its strided slices into
     contiguous ones. Then y = Σ_κ slice_κ(x) @ W[κ] over the kernel offsets κ, or, when a slice has few
     channels (< `_MIN_INNER`), one matmul of the concatenated slices (im2col)."""
-    del feature_group_count, batch_group_count, lhs_dilation
-    dn = dimension_numbers
-    if not isinstance(dn, lax.ConvDimensionNumbers):
-        dn = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dn)
-    nsp = len(dn.lhs_spec) - 2
-    # x: [N, spatial..., C]; w: [spatial..., C, O]
-    x = lax.transpose(lhs, (dn.lhs_spec[0], *dn.lhs_spec[2:], dn.lhs_spec[1]))
-    w = lax.transpose(rhs, (*dn.rhs_spec[2:], dn.rhs_spec[1], dn.rhs_spec[0]))
-    ksize, cout = tuple(w.shape[:nsp]), w.shape[nsp + 1]
-    dil = tuple(rhs_dilation or (1,) * nsp)
-    strides = tuple(window_strides)
-    if isinstance(padding, str):
-        padding = lax.padtype_to_pads(x.shape[1:1 + nsp], [(k - 1) * d + 1 for k, d in zip(ksize, dil)],
-                                      strides, padding)
-    if any(lo != 0 or hi != 0 for lo, hi in padding):
-        zero = lax.full((), 0, x.dtype)
-        x = lax.pad(x, zero, [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in padding] + [(0, 0, 0)])
-    out = tuple((x.shape[1 + d] - ((ksize[d] - 1) * dil[d] + 1)) // strides[d] + 1 for d in range(nsp))
-    if any(o <= 0 for o in out):  # an empty output: the convolution's own shape rule
-        return lax.conv_general_dilated(lhs, rhs, window_strides, padding, None, rhs_dilation, dn,
-                                        precision=precision, preferred_element_type=preferred_element_type)
-    if any(s > 1 for s in strides) and all(d == 1 for d in dil):
-        x, w = _space_to_depth(x, w, strides, out)
-        ksize, strides = tuple(w.shape[:nsp]), (1,) * nsp
-    n, cin = x.shape[0], x.shape[-1]
-    offsets = list(itertools.product(*(range(k) for k in ksize)))  # row-major, like w's reshape
-
-    def piece(kappa):
-        start = (0, *(kappa[d] * dil[d] for d in range(nsp)), 0)
-        limit = (n, *(start[1 + d] + (out[d] - 1) * strides[d] + 1 for d in range(nsp)), cin)
-        return lax.slice(x, start, limit, (1, *strides, 1))
-
-    def matmul(a, b):  # [N, out..., c] @ [c, O]
-        return lax.dot_general(a, b, (((nsp + 1,), (0,)), ((), ())), precision=precision,
-                               preferred_element_type=preferred_element_type)
-
-    if cin < _MIN_INNER and len(offsets) > 1:  # im2col: one matmul over all offsets' channels
-        patches = lax.concatenate([piece(kappa) for kappa in offsets], nsp + 1)
-        y = matmul(patches, w.reshape(len(offsets) * cin, cout))
-    else:
-        y = functools.reduce(lax.add, [matmul(piece(kappa), w[kappa]) for kappa in offsets])
-    # to the output layout: axis out_spec[0] is N, out_spec[1] is O, out_spec[2 + d] spatial d
-    current = (dn.out_spec[0], *dn.out_spec[2:], dn.out_spec[1])  # where each axis of y must go
-    return lax.transpose(y, _inverse(current))
+    plan = _plan(lhs.shape, rhs.shape, **params)
+    if plan.empty:  # an empty output: the convolution's own shape rule
+        return lax.conv_general_dilated(lhs, rhs, params["window_strides"], plan.padding, None,
+                                        params.get("rhs_dilation"), plan.dn, precision=plan.precision,
+                                        preferred_element_type=plan.preferred_element_type)
+    return _combine(plan, _lhs_parts(plan, lhs), _rhs_parts(plan, rhs))
 
 
 # Below this many input channels per kernel offset, slices are concatenated into one matmul (a matmul
@@ -114,26 +163,38 @@ def conv_as_matmul(lhs: jax.Array, rhs: jax.Array, *, window_strides, padding, l
 _MIN_INNER = 32
 
 
-def _space_to_depth(x, w, strides, out):
-    """A VALID stride-s convolution of x [N, S..., C] by w [K..., C, O] as a stride-1 one: blocks of s
-    positions become channels; the kernel is zero-padded to q = ⌈K/s⌉ whole blocks. Returns (x', w')."""
+def _blocks(plan: _ConvPlan) -> tuple:
+    """Kernel size in whole blocks after space-to-depth."""
+    return tuple(max(k[d] for k in plan.offsets) + 1 for d in range(plan.nsp))
+
+
+def _space_to_depth_input(x, strides, out, q):
+    """A VALID stride-s convolution's input x [N, S..., C] as blocks of s positions: [N, B..., s·C],
+    B = out + q − 1 blocks (cropped, or zero-padded where only the kernel's zero padding meets it)."""
     nsp = len(strides)
-    n, c, o = x.shape[0], x.shape[-1], w.shape[-1]
-    q = tuple(-(-w.shape[d] // strides[d]) for d in range(nsp))
+    n, c = x.shape[0], x.shape[-1]
     need = tuple((out[d] + q[d] - 1) * strides[d] for d in range(nsp))  # whole blocks of input used
     x = lax.slice(x, (0,) * (nsp + 2), (n, *(min(x.shape[1 + d], need[d]) for d in range(nsp)), c))
     grow = [(0, 0, 0)] + [(0, need[d] - x.shape[1 + d], 0) for d in range(nsp)] + [(0, 0, 0)]
-    if any(g[1] for g in grow):  # positions only ever met by the kernel's zero padding
+    if any(g[1] for g in grow):
         x = lax.pad(x, lax.full((), 0, x.dtype), grow)
     blocks = tuple(need[d] // strides[d] for d in range(nsp))
     x = x.reshape(n, *itertools.chain.from_iterable(zip(blocks, strides)), c)
     x = lax.transpose(x, (0, *range(1, 2 * nsp, 2), *range(2, 2 * nsp + 1, 2), 2 * nsp + 1))
-    x = x.reshape(n, *blocks, math.prod(strides) * c)
+    return x.reshape(n, *blocks, math.prod(strides) * c)
+
+
+def _space_to_depth_kernel(w, strides):
+    """The kernel w [K..., C, O] zero-padded to q = ⌈K/s⌉ whole blocks: [q..., s·C, O] (matching
+    `_space_to_depth_input`'s channel order)."""
+    nsp = len(strides)
+    c, o = w.shape[-2:]
+    q = tuple(-(-w.shape[d] // strides[d]) for d in range(nsp))
     w = lax.pad(w, lax.full((), 0, w.dtype), [(0, q[d] * strides[d] - w.shape[d], 0) for d in range(nsp)]
                 + [(0, 0, 0), (0, 0, 0)])
     w = w.reshape(*itertools.chain.from_iterable(zip(q, strides)), c, o)
     w = lax.transpose(w, (*range(0, 2 * nsp, 2), *range(1, 2 * nsp, 2), 2 * nsp, 2 * nsp + 1))
-    return x, w.reshape(*q, math.prod(strides) * c, o)
+    return w.reshape(*q, math.prod(strides) * c, o)
 
 
 def _bind(eqn, invals):
@@ -189,3 +250,124 @@ def convs_as_matmuls(fn: Callable) -> Callable:
 
     wrapped.__wrapped__ = fn  # type: ignore[attr-defined]
     return wrapped
+
+
+# ----------------------------------------------------------------------------------------------------
+# Two stages: what does not depend on the parameters, once; the rest, per parameter set.
+
+
+def _staged(jaxpr, consts, args, known, prepare: bool, store: list, cursor: list):
+    """Evaluates a jaxpr in one of two stages. Known values depend only on the known inputs (the data).
+
+    prepare: evaluates the known equations and appends to `store` every known value that parameter-
+      dependent work needs (a convolution with a known input and an unknown kernel contributes its
+      input's slices `_lhs_parts`, not its input); unknown equations are not evaluated.
+    finish: skips the known equations, takes those values from `store` in the same order, and evaluates
+      the unknown equations (supported convolutions as slices and matmuls).
+    Returns (outputs, whether each output is known).
+    """
+    env: dict = {}
+    kn: dict = {}
+    taken: set = set()
+    for var, val in zip(jaxpr.constvars, consts):
+        env[var], kn[var] = val, True
+    for var, val, k in zip(jaxpr.invars, args, known):
+        env[var], kn[var] = val, k
+
+    def is_known(v):
+        return isinstance(v, jcore.Literal) or kn[v]
+
+    def boundary(v):  # a known value that parameter-dependent work reads
+        if isinstance(v, jcore.Literal):
+            return v.val
+        if v not in taken:
+            taken.add(v)
+            if prepare:
+                store.append(env[v])
+            else:
+                env[v] = store[cursor[0]]
+                cursor[0] += 1
+        return env[v]
+
+    for eqn in jaxpr.eqns:
+        ks = [is_known(v) for v in eqn.invars]
+        name = eqn.primitive.name
+        if all(ks):
+            outs = _bind(eqn, [env[v] if not isinstance(v, jcore.Literal) else v.val for v in eqn.invars]) \
+                if prepare else [None] * len(eqn.outvars)
+            out_known = [True] * len(eqn.outvars)
+        elif name in INLINED_PRIMITIVES:
+            sub, sub_consts = _sub_jaxpr(eqn)
+            vals = [v.val if isinstance(v, jcore.Literal) else env[v] for v in eqn.invars]
+            outs, out_known = _staged(sub, sub_consts, vals, ks, prepare, store, cursor)
+        elif name == CONV_PRIMITIVE and supported(eqn.params) and ks[0] and not ks[1]:
+            plan = _plan(eqn.invars[0].aval.shape, eqn.invars[1].aval.shape, **eqn.params)
+            n_parts = 1 if plan.im2col else len(plan.offsets)
+            if plan.empty:
+                ins = [boundary(eqn.invars[0]), env[eqn.invars[1]]]
+                outs = None if prepare else _bind(eqn, ins)
+            elif prepare:
+                with eqn.ctx.manager:
+                    store.extend(_lhs_parts(plan, env[eqn.invars[0]]))
+                outs = None
+            else:
+                parts = store[cursor[0]:cursor[0] + n_parts]
+                cursor[0] += n_parts
+                with eqn.ctx.manager:
+                    outs = [_combine(plan, parts, _rhs_parts(plan, env[eqn.invars[1]]))]
+            outs = outs or [None]
+            out_known = [False]
+        else:
+            ins = [boundary(v) if k else env[v] for v, k in zip(eqn.invars, ks)]
+            if prepare:
+                outs = [None] * len(eqn.outvars)
+            elif name == CONV_PRIMITIVE and supported(eqn.params):
+                with eqn.ctx.manager:
+                    outs = [conv_as_matmul(*ins, **eqn.params)]
+            else:
+                outs = _bind(eqn, ins)
+            out_known = [False] * len(eqn.outvars)
+        for var, val, k in zip(eqn.outvars, outs, out_known):
+            env[var], kn[var] = val, k
+    results = [boundary(v) if is_known(v) else env[v] for v in jaxpr.outvars]
+    return results, [is_known(v) for v in jaxpr.outvars]
+
+
+def staged_forward(fn: Callable) -> Tuple[Callable, Callable]:
+    """(prepare, finish) for `fn(params, xs)` evaluated at many parameter sets on the same `xs`.
+
+    `prepare(params, xs) -> list` computes, once, everything of `fn`'s traced computation that does not
+    depend on `params` and that the rest reads (for a convolution of the data itself, the slices of its
+    input); `finish(params, xs, prepared)` computes `fn(params, xs)` from it, with every supported
+    convolution as slices and matmuls (`convs_as_matmuls`). Equal to `fn` up to float rounding.
+    `params` in `prepare` only fixes shapes and dtypes (its values are not read).
+    """
+
+    def trace(params, xs):
+        p_leaves, p_def = jax.tree_util.tree_flatten(params)
+        x_leaves, x_def = jax.tree_util.tree_flatten(xs)
+        n = len(p_leaves)
+        flat = lambda *ls: fn(jax.tree_util.tree_unflatten(p_def, ls[:n]),  # noqa: E731
+                              jax.tree_util.tree_unflatten(x_def, ls[n:]))
+        closed, out_shape = jax.make_jaxpr(flat, return_shape=True)(*p_leaves, *x_leaves)
+        known = [False] * n + [True] * len(x_leaves)
+        return closed, p_leaves + x_leaves, known, jax.tree_util.tree_structure(out_shape)
+
+    def prepare(params, xs) -> list:
+        closed, leaves, known, _ = trace(params, xs)
+        store: list = []
+        _staged(closed.jaxpr, closed.consts, [None if not k else v for v, k in zip(leaves, known)], known,
+                True, store, [0])
+        return store
+
+    def finish(params, xs, prepared: list):
+        closed, leaves, known, out_def = trace(params, xs)
+        cursor = [0]
+        outs, _ = _staged(closed.jaxpr, closed.consts, [None if k else v for v, k in zip(leaves, known)], known,
+                          False, list(prepared), cursor)
+        if cursor[0] != len(prepared):
+            raise RuntimeError(f"staged_forward: finish read {cursor[0]} of {len(prepared)} prepared values; "
+                               "prepare and finish must be called with the same function and shapes.")
+        return jax.tree_util.tree_unflatten(out_def, outs)
+
+    return prepare, finish

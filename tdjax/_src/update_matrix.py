@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from tdjax._src.conv_matmul import convs_as_matmuls
+from tdjax._src.conv_matmul import staged_forward
 from tdjax._src.layerwise import layerwise_per_example_grads
 from tdjax._src.validation import check_params, check_scalar, eval_on_example, leading_dim
 
@@ -56,7 +56,6 @@ Strategy = Literal["map", "loop"]
 # for small MLPs on CPU in benchmarks/bench_update_matrix.py (CNNs: chunk_size=1, strategy="loop").
 _DEFAULT_CHUNK = 4
 # Probe chunks per iteration of the compiled loop over probe chunks (see `_over_probes`).
-_PROBE_UNROLL = 16
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -160,24 +159,44 @@ def _one_step(optimizer: optax.GradientTransformation, params: Any, opt_state: A
     return new_params, _all_finite(new_params)
 
 
-def _over_probes(out_fn: Callable, params: Any, probe_xs: Any, probe_chunk_size: Optional[int],
-                 probe_forward: str = "as_is") -> chex.Array:
-    """out_fn(params, xⱼ) for every probe j: [m, ...], `probe_chunk_size` probes at a time.
+def _prepare_probes(out_fn: Callable, params: Any, probe_xs: Any, probe_chunk_size: Optional[int],
+                    probe_forward: str) -> Any:
+    """With probe_forward="matmul": what the probe forwards compute from the probes alone (the first
+    layer's input slices, `tdjax._src.conv_matmul.staged_forward`), once for all k parameter sets, per
+    probe chunk ([n_chunks, ...] leaves). None otherwise."""
+    if probe_forward != "matmul":
+        return None
+    m = leading_dim(probe_xs, "probe_xs")
+    prepare, _ = staged_forward(jax.vmap(out_fn, in_axes=(None, 0)))
+    if probe_chunk_size is None or probe_chunk_size >= m:
+        return prepare(params, probe_xs)
+    chunks, _ = _chunked(probe_xs, m, probe_chunk_size)
+    return jax.lax.map(lambda xs: prepare(params, xs), chunks)
 
-    The chunks run in a `lax.scan` with `_PROBE_UNROLL` chunks per iteration: unrolled chunks are
-    independent ops that XLA:CPU runs concurrently (its convolutions on small batches use one core each),
-    and small probe batches stay in cache (Nature-DQN forward on CPU: ~3× faster per probe in chunks of
-    16 than in one batch of 256).
+
+def _over_probes(out_fn: Callable, params: Any, probe_xs: Any, probe_chunk_size: Optional[int],
+                 probe_forward: str = "as_is", prepared: Any = None) -> chex.Array:
+    """out_fn(params, xⱼ) for every probe j: [m, ...], `probe_chunk_size` probes at a time (a `lax.scan`
+    over the chunks). probe_forward="matmul": the forward finishes from `prepared` (`_prepare_probes`),
+    with every convolution as slices and matmuls.
+
+    The scan is NOT unrolled: with jaxlib 0.10.2, XLA:CPU's common-subexpression elimination
+    miscompiled unrolled probe chunks whose padding repeats probes (the last probe of a padded chunk
+    got another probe's output, under vmap over parameter sets; correct with
+    `--xla_disable_hlo_passes=cse`); tests/test_update_matrix.py checks such chunkings.
     """
     m = leading_dim(probe_xs, "probe_xs")
     batched = jax.vmap(out_fn, in_axes=(None, 0))
-    if probe_forward == "matmul":  # convolutions of the batched forward as slices + matmuls
-        batched = convs_as_matmuls(batched)
+    if probe_forward == "matmul":
+        _, finish = staged_forward(batched)
+        evaluate = finish
+    else:
+        evaluate = lambda p, xs, prep: batched(p, xs)  # noqa: E731
     if probe_chunk_size is None or probe_chunk_size >= m:
-        return batched(params, probe_xs)
+        return evaluate(params, probe_xs, prepared)
     chunks, n = _chunked(probe_xs, m, probe_chunk_size)
-    body = lambda carry, xs: (carry, batched(params, xs))
-    _, outs = jax.lax.scan(body, None, chunks, unroll=min(_PROBE_UNROLL, n))
+    body = lambda carry, a: (carry, evaluate(params, *a))  # noqa: E731
+    _, outs = jax.lax.scan(body, None, (chunks, prepared))
     return outs.reshape((-1,) + outs.shape[2:])[:m]
 
 
@@ -216,20 +235,24 @@ class _ChunkRows:
     method: str = "auto"
     probe_forward: str = "as_is"  # resolved: "as_is" or "matmul"
 
-    def base(self, params, probe_xs):
-        return _over_probes(self.out_fn, params, probe_xs, self.probe_chunk_size, self.probe_forward)
+    def prepare(self, params, probe_xs):
+        return _prepare_probes(self.out_fn, params, probe_xs, self.probe_chunk_size, self.probe_forward)
 
-    def chunk(self, params, opt_state, probe_xs, base, chunks, i):  # rows of chunks[i], sliced under jit
-        return self(params, opt_state, probe_xs, base, jax.tree.map(lambda l: l[i], chunks))
+    def base(self, params, probe_xs, prepared):
+        return _over_probes(self.out_fn, params, probe_xs, self.probe_chunk_size, self.probe_forward, prepared)
 
-    def __call__(self, params, opt_state, probe_xs, base, examples):  # [c] examples -> [c, m]
+    def chunk(self, params, opt_state, probe_xs, prepared, base, chunks, i):  # rows of chunks[i], sliced under jit
+        return self(params, opt_state, probe_xs, prepared, base, jax.tree.map(lambda l: l[i], chunks))
+
+    def __call__(self, params, opt_state, probe_xs, prepared, base, examples):  # [c] examples -> [c, m]
         c = leading_dim(examples, "batch")
         grads = _per_example_grads(self.loss_fn, params, examples, self.method)
         step = functools.partial(_one_step, self.optimizer)
         new_params, finite = _vmap(step, (None, None, 0), c)(params, opt_state, grads)
         evaluate = functools.partial(_over_probes, self.out_fn, probe_chunk_size=self.probe_chunk_size,
                                      probe_forward=self.probe_forward)
-        outs = _vmap(evaluate, (0, None), c)(new_params, probe_xs)
+        outs = _vmap(lambda p, xs, prep: evaluate(p, xs, prepared=prep), (0, None, None), c)(
+            new_params, probe_xs, prepared)
         rows = _vmap(self.compare, (0, None), c)(outs, base)
         return jnp.where(finite[:, None], rows, jnp.nan)
 
@@ -266,10 +289,12 @@ def _map_chunks(chunk_fn: Callable, batch: Any, k: int, chunk_size: Optional[int
     return rows.reshape((-1,) + rows.shape[2:])[:k]
 
 
-def _loop_chunks(spec: _ChunkRows, params, opt_state, probe_xs, base, batch, k: int, chunk_size: Optional[int]):
+def _loop_chunks(spec: _ChunkRows, params, opt_state, probe_xs, prepared, base, batch, k: int,
+                 chunk_size: Optional[int]):
     """The "loop" strategy: a host loop of jitted calls, one per chunk (one compilation)."""
     chunks, n = _chunked(batch, k, chunk_size)
-    parts = [_jitted(spec, "chunk", params, opt_state, probe_xs, base, chunks, np.int32(i)) for i in range(n)]
+    parts = [_jitted(spec, "chunk", params, opt_state, probe_xs, prepared, base, chunks, np.int32(i))
+             for i in range(n)]
     return jnp.concatenate(parts, axis=0)[:k]
 
 
@@ -281,10 +306,12 @@ def _update_matrix(fn_name, spec: _ChunkRows, params, opt_state, batch, probe_xs
                 f"{fn_name}: strategy='loop' runs a host loop of jitted chunk calls and cannot be traced "
                 "(called under jit/vmap); use strategy='map' there."
             )
-        base = _jitted(spec, "base", params, probe_xs)
-        return _loop_chunks(spec, params, opt_state, probe_xs, base, batch, k, chunk_size)
-    base = spec.base(params, probe_xs)  # the forward at θ, once
-    return _map_chunks(lambda ex: spec(params, opt_state, probe_xs, base, ex), batch, k, chunk_size)
+        prepared = _jitted(spec, "prepare", params, probe_xs)
+        base = _jitted(spec, "base", params, probe_xs, prepared)
+        return _loop_chunks(spec, params, opt_state, probe_xs, prepared, base, batch, k, chunk_size)
+    prepared = spec.prepare(params, probe_xs)  # what the probe forwards compute from the probes alone, once
+    base = spec.base(params, probe_xs, prepared)  # the forward at θ, once
+    return _map_chunks(lambda ex: spec(params, opt_state, probe_xs, prepared, base, ex), batch, k, chunk_size)
 
 
 
