@@ -66,8 +66,9 @@ class MaskedImageEnv:
     dataset_experiments/env.py):
 
       * reset: the episode's seed is an image index drawn uniformly from `indices` (the training or the
-        test set), or from its first `pool` entries (see below); the window's centre starts at (H/2, W/2) = (16, 16) and the window covers rows
-        [r − 4, r + 4) × columns [c − 4, c + 4), clipped to the image.
+        test set), or from its first `pool` entries (see below); the window's centre starts at
+        (H/2, W/2) = (16, 16) and the window covers rows [r − 4, r + 4) × columns [c − 4, c + 4),
+        clipped to the image.
       * action a ∈ {0, …, 39} is the pair (class, move) = (a // 4, a % 4); the moves are
         `MOVE_NAMES` = up, down, left, right, each shifting the centre by `window` = 8 pixels, the
         centre clipped to [0, H − 1] × [0, W − 1] (so windows at the border are partial, as in the
