@@ -227,7 +227,7 @@ def _measure_supervised(base: Any, cells: Sequence[Cell], key: jax.Array, vmappe
 
 
 # ----------------------------------------------------------------------------------------------------
-# Agents on the masked-image task: one program per (capacity, n_T, lr), vmapped over seeds.
+# Agents on the masked-image task: one program per capacity, vmapped over (n_T, lr, seed).
 
 
 def _masked_envs(cfg: Any) -> Tuple[Any, Any]:
