@@ -8,7 +8,7 @@ included (one program per capacity either way: what finishing a small grid costs
 same grid again with the programs compiled (what a large grid, whose compile time is negligible
 against its training, costs per run). The grid is the one of
 `experiments/_bengio20_grid.py` at `--scale` (default cpu) for the `--tasks` given (default the
-supervised ones; the agents' programs are vmapped over seeds only, see tdjax/train/sweep.py).
+supervised ones; the agents (ddqn, reinforce) also run one program per capacity, see tdjax/train/sweep.py).
 
 Usage: python benchmarks/bench_sweep.py [--scale smoke|cpu] [--tasks classification regression]
        [--max-programs N]   (only the first N capacities of each task: a brief run) [--repeats 3]

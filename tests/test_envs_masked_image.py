@@ -185,3 +185,34 @@ def test_play_one_episode_per_image_matches_numpy():
         assert int(got.image_index[k]) == idx and int(got.length[k]) == n and bool(got.correct[k]) == correct
         assert float(got.episode_return[k]) == pytest.approx(ret, abs=1e-5)
         assert float(got.discounted_return[k]) == pytest.approx(disc, abs=1e-5)
+
+
+def test_pool_plays_only_the_first_slots_and_equals_the_smaller_env():
+    """pool = n on an env of N images: the same slots, images, rewards and observations, key by key, as
+    an env built with the first n indices (a walk of auto-resets), and no slot >= n is ever played."""
+    images, labels = _data(n=8)
+    big = MaskedImageEnv(images, labels, indices=range(1, 7))  # N = 6 images
+    small = MaskedImageEnv(images, labels, indices=range(1, 3))  # the first n = 2 of them
+    keys = jax.random.split(jax.random.key(5), 300)
+    slots = np.asarray(jax.jit(jax.vmap(lambda k: big.reset(k, jnp.int32(2))[0].slot))(keys))
+    np.testing.assert_array_equal(slots, np.asarray(jax.vmap(lambda k: small.reset(k)[0].slot)(keys)))
+    assert set(slots.tolist()) == {0, 1}
+
+    def walk(env, pool):  # 60 steps of a fixed action sequence through many auto-resets
+        def body(state, inp):
+            k, a = inp
+            state, s = env.step(state, k, a)
+            return state, (state.slot, state.image_index, s.reward, s.obs, s.episode_end)
+
+        state, _ = env.reset(keys[0]) if pool is None else env.reset(keys[0], pool)
+        actions = jnp.asarray(np.random.default_rng(0).integers(0, 40, 60), jnp.int32)
+        return jax.lax.scan(body, state, (keys[1:61], actions))[1]
+
+    got = jax.jit(lambda p: walk(big, p))(jnp.int32(2))
+    want = jax.jit(lambda: walk(small, None))()
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+    assert set(np.asarray(got[0]).tolist()) == {0, 1} and int(np.asarray(got[4]).sum()) >= 5  # many episodes
+    with pytest.raises(ValueError, match=r"pool=7 must be an integer in \[1, num_images=6\]"):
+        big.reset(keys[0], 7)
+    assert int(big.reset(keys[0])[0].pool) == 6  # reset(key): pool = num_images, as before

@@ -158,7 +158,7 @@ def test_probe_equals_library_and_naive_loop(algo):
     mats = jax.jit(agent.update_matrices)(learner, examples, jax.random.key(0))
     pa, oa = learner.params[agent.actor_name], learner.opt_state[agent.actor_name]
     pc, oc = learner.params[agent.critic_name], learner.opt_state[agent.critic_name]
-    assert int(oa[1][0].count) == (2 if algo == "ppo" else 1) * 2  # epochs × minibatches of 1 iteration
+    assert int(oa.inner_state[1][0].count) == (2 if algo == "ppo" else 1) * 2  # epochs × minibatches of 1 iteration
     lib = jax.jit(lambda: (
         tdjax.policy_update_matrix(agent.policy_loss, agent.policy_logits, agent.optimizer, pa, oa, examples,
                                    examples.obs),
@@ -205,7 +205,8 @@ def test_separate_actor_gets_no_critic_gradients_and_vice_versa(algo):
     assert bool(m0["critic_updated"]) and np.isfinite(float(m0["value_loss"]))
     # each network has its own Adam state, stepped by its own schedule: epochs × minibatches
     steps = {"daac": (1 * 2, 2 * 2), "reinforce": (1, 1)}[algo]
-    assert (int(base.opt_state["actor"][1][0].count), int(base.opt_state["critic"][1][0].count)) == steps
+    assert (int(base.opt_state["actor"].inner_state[1][0].count),
+            int(base.opt_state["critic"].inner_state[1][0].count)) == steps
     # the actor's update does not depend on the critic's parameters, and vice versa
     other_critic, _ = update(perturb(learner, "critic"), batch, 0)
     _equal_trees(base.params["actor"], other_critic.params["actor"])

@@ -34,6 +34,7 @@ class MaskedImageState(NamedTuple):
     pos: jax.Array  # shape=[2], int32. Centre (row, column) of the current window.
     revealed: jax.Array  # shape=[H, W], bool. Pixels seen so far in this episode.
     t: jax.Array  # shape=(), int32. Steps taken in this episode.
+    pool: jax.Array  # shape=(), int32. New episodes draw their slot uniformly from [0, pool) (≤ num_images).
 
 
 class MaskedImageEpisodes(NamedTuple):
@@ -65,8 +66,9 @@ class MaskedImageEnv:
     dataset_experiments/env.py):
 
       * reset: the episode's seed is an image index drawn uniformly from `indices` (the training or the
-        test set); the window's centre starts at (H/2, W/2) = (16, 16) and the window covers rows
-        [r − 4, r + 4) × columns [c − 4, c + 4), clipped to the image.
+        test set), or from its first `pool` entries (see below); the window's centre starts at
+        (H/2, W/2) = (16, 16) and the window covers rows [r − 4, r + 4) × columns [c − 4, c + 4),
+        clipped to the image.
       * action a ∈ {0, …, 39} is the pair (class, move) = (a // 4, a % 4); the moves are
         `MOVE_NAMES` = up, down, left, right, each shifting the centre by `window` = 8 pixels, the
         centre clipped to [0, H − 1] × [0, W − 1] (so windows at the border are partial, as in the
@@ -86,6 +88,12 @@ class MaskedImageEnv:
 
     Like the other environments of `tdjax.envs`, `step` resets by itself when an episode ends:
     `EnvStep.obs` is then the first observation of the next episode and `next_obs` the final one.
+
+    Training-set size as data: the state carries `pool` (int32, traced or not); every new episode
+    draws its slot with `jax.random.randint(key, (), 0, pool)`. `reset(key)` starts with pool =
+    `num_images`; `reset(key, pool=n)` (n may be traced, e.g. vmapped over runs) plays only the first n
+    slots, and the draws are exactly those of an environment built with `indices[:n]` from the same
+    keys, so runs with different n_T can share one program on an environment holding the largest n_T.
 
     Args (of the constructor):
       images: [N, H, W, C] uint8, or float in [0, 1]; H, W ≥ `window` (32 × 32 in the paper).
@@ -215,18 +223,35 @@ class MaskedImageEnv:
         seen = jnp.where(state.revealed[..., None], image, 0.0)
         return jnp.concatenate([marker[..., None], seen], axis=-1)
 
-    def reset_to(self, slot: jax.Array) -> Tuple[MaskedImageState, jax.Array]:
-        """(state, obs [H, W, 1 + C] float32) of a new episode on image `indices[slot]` (slot in [0, K))."""
+    def _pool(self, pool: Any) -> jax.Array:
+        if pool is None:
+            return jnp.asarray(self.num_images, jnp.int32)
+        if not isinstance(pool, jax.core.Tracer):
+            p = np.asarray(pool)
+            if p.shape != () or not np.issubdtype(p.dtype, np.integer) or not 1 <= int(p) <= self.num_images:
+                raise ValueError(f"MaskedImageEnv.reset: pool={pool!r} must be an integer in [1, num_images="
+                                 f"{self.num_images}] (episodes draw from the first `pool` images). Fix: pass "
+                                 f"1 <= pool <= {self.num_images}, or build the environment with more images.")
+        return jnp.asarray(pool, jnp.int32)
+
+    def reset_to(self, slot: jax.Array, pool: Any = None) -> Tuple[MaskedImageState, jax.Array]:
+        """(state, obs [H, W, 1 + C] float32) of a new episode on image `indices[slot]` (slot in [0, K));
+        later episodes (auto-reset in `step`) draw from the first `pool` slots (default all K)."""
         h, w = self.obs_shape[:2]
         slot = jnp.asarray(slot, jnp.int32)
         pos = jnp.array([h // 2, w // 2], jnp.int32)
         state = MaskedImageState(slot=slot, image_index=self._indices[slot], pos=pos,
-                                 revealed=_window(pos, self.window, (h, w)), t=jnp.zeros((), jnp.int32))
+                                 revealed=_window(pos, self.window, (h, w)), t=jnp.zeros((), jnp.int32),
+                                 pool=self._pool(pool))
         return state, self._observe(state)
 
-    def reset(self, key: jax.Array) -> Tuple[MaskedImageState, jax.Array]:
-        """(state, obs [H, W, 1 + C] float32) of a new episode on an image drawn uniformly from `indices`."""
-        return self.reset_to(jax.random.randint(key, (), 0, self.num_images))
+    def reset(self, key: jax.Array, pool: Any = None) -> Tuple[MaskedImageState, jax.Array]:
+        """(state, obs [H, W, 1 + C] float32) of a new episode on an image drawn uniformly from the first
+        `pool` entries of `indices` (default: all `num_images`; an int32 scalar, traced or not, in
+        [1, num_images]): slot = `jax.random.randint(key, (), 0, pool)`, the draw of an environment
+        built with `indices[:pool]`, so both play the same episodes from the same keys."""
+        pool = self._pool(pool)
+        return self.reset_to(jax.random.randint(key, (), 0, pool), pool)
 
     def transition(self, state: MaskedImageState, action: jax.Array
                    ) -> Tuple[MaskedImageState, jax.Array, jax.Array, jax.Array, jax.Array]:
@@ -239,17 +264,18 @@ class MaskedImageEnv:
         pos = jnp.clip(state.pos + delta, 0, jnp.array([h - 1, w - 1], jnp.int32))
         t = state.t + 1
         state = MaskedImageState(slot=state.slot, image_index=state.image_index, pos=pos,
-                                 revealed=state.revealed | _window(pos, self.window, (h, w)), t=t)
+                                 revealed=state.revealed | _window(pos, self.window, (h, w)), t=t, pool=state.pool)
         reward = jnp.where(correct, 1.0, -jnp.float32(self.step_penalty)).astype(jnp.float32)
         truncated = (t >= self.max_steps) & ~correct
         return state, self._observe(state), reward, correct, truncated
 
     def step(self, state: MaskedImageState, key: jax.Array, action: jax.Array) -> Tuple[MaskedImageState, EnvStep]:
         """One step of `action` (= 4 · class + move); when the episode ends, a new one starts on an image
-        drawn with `key` (the returned state and `obs` belong to it; `next_obs` is the final observation)."""
+        drawn with `key` from the first `state.pool` slots (the returned state and `obs` belong to it;
+        `next_obs` is the final observation)."""
         state, next_obs, reward, terminated, truncated = self.transition(state, action)
         done = terminated | truncated
-        new_state, new_obs = self.reset(key)
+        new_state, new_obs = self.reset(key, state.pool)
         state = jax.tree.map(lambda a, b: jnp.where(done, a, b), new_state, state)
         obs = jnp.where(done, new_obs, next_obs)
         step = EnvStep(obs=obs, reward=reward, terminated=terminated, truncated=truncated, next_obs=next_obs,

@@ -88,8 +88,16 @@ class VecEnv:
     max_episode_steps: int
     frame_stack: int = 1
 
-    def reset(self, key: jax.Array) -> Tuple[Any, jax.Array]:
+    def reset(self, key: jax.Array, pool: Any = None) -> Tuple[Any, jax.Array]:
+        """(state, obs [E, ...]); `pool` (only where `pool_size` is not None): episodes draw their
+        seed from the first `pool` of the environment's `pool_size` (the masked-image tasks' images)."""
         raise NotImplementedError
+
+    @property
+    def pool_size(self) -> Optional[int]:
+        """How many episode seeds `reset(key, pool=...)` chooses among (a masked-image task's
+        `num_images`), or None: this environment has no pool."""
+        return None
 
     def step(self, state: Any, key: jax.Array, action: jax.Array) -> Tuple[Any, EnvStep]:
         raise NotImplementedError
@@ -99,8 +107,19 @@ class VecEnv:
 class _GymnaxVec(VecEnv):
     env: Any = None  # tdjax.envs.JaxEnv
 
-    def reset(self, key):
-        return jax.vmap(self.env.reset)(jax.random.split(key, self.num_envs))
+    def reset(self, key, pool=None):
+        keys = jax.random.split(key, self.num_envs)
+        if pool is None:
+            return jax.vmap(self.env.reset)(keys)
+        if self.pool_size is None:
+            raise ValueError(f"{self.name}.reset: pool={pool!r} given, but {self.name} has no pool of episode "
+                             "seeds. Fix: pass no pool (only the masked-image tasks take one).")
+        return jax.vmap(lambda k: self.env.reset(k, pool))(keys)
+
+    @property
+    def pool_size(self):
+        n = getattr(self.env, "num_images", None)
+        return None if n is None else int(n)
 
     def step(self, state, key, action):
         return jax.vmap(self.env.step)(state, jax.random.split(key, self.num_envs), action)
@@ -135,9 +154,12 @@ class _EnvpoolVec(VecEnv):
                      jax.ShapeDtypeStruct((e,), bool), jax.ShapeDtypeStruct((e,), jnp.int32),
                      jax.ShapeDtypeStruct((e,), jnp.float32))
 
-    def reset(self, key):
+    def reset(self, key, pool=None):
         from jax.experimental import io_callback
 
+        if pool is not None:
+            raise ValueError(f"{self.name}.reset: envpool environments have no pool of episode seeds "
+                             f"(pool={pool!r}). Fix: pass no pool.")
         del key  # envpool environments are seeded at construction
         obs_shape, _ = self._shapes()
         obs = io_callback(self._host_reset, obs_shape, ordered=True)

@@ -507,7 +507,8 @@ def build_spec(c: ActorCriticConfig) -> ActorCriticSpec:
     names = ("shared", "shared") if algo.shared else ("actor", "critic")
     return ActorCriticSpec(
         config=c, algo=algo, env=env, test_env=test_env, networks=nets,
-        optimizer=core.make_optimizer("adam", c.lr, max_grad_norm=c.max_grad_norm, adam_eps=c.adam_eps),
+        optimizer=core.make_optimizer("adam", c.lr, max_grad_norm=c.max_grad_norm, adam_eps=c.adam_eps,
+                                      lr_in_state=True),
         actor_name=names[0], critic_name=names[1], train_env_options=train_opts, test_env_options=test_opts,
         num_envs=c.num_envs // d, num_test_envs=c.eval_num_envs // d,
         num_iterations=c.total_steps // (c.num_envs * c.num_steps), steps_per_iteration=c.num_envs * c.num_steps,
@@ -526,8 +527,38 @@ class ActorCriticAgent(core.Agent):
     `reattach_env`, plus the loop's pieces bound to its spec (`tdjax.train.actor_critic_update`), e.g.
     `collect(state, i)` (iteration i's rollout → Batch [T, E]), `learner_update(learner, batch, i)`,
     `policy_loss(actor_params, example)` (ONE example), and the spec's networks, optimizer, names and
-    environments as properties.
+    environments as properties; `set_hyperparams(state, lr=...)` and `init_with(key, n_train, lr)`
+    take the learning rate and the training-set size n_T of a masked-image task as data.
     """
+
+    hyperparams_as_data = ("lr",)
+
+    def set_hyperparams(self, state: RunnerState, **values: Any) -> RunnerState:
+        """`state` with `lr` (learning rate, > 0, of every network) set as data: the optimizer keeps it
+        in its state (`core.make_optimizer(..., lr_in_state=True)`), so a run whose rate is set here
+        equals a run configured with that rate, and runs that differ only in it share one program."""
+        core._reject_hyperparams(self, values, self.hyperparams_as_data)
+        if "lr" not in values:
+            return state
+        core.check_hyperparam_values("lr", values["lr"], 0.0, np.inf, closed_low=False)
+        learner = state.learner
+        opt = {k: core.set_learning_rate(v, values["lr"]) for k, v in learner.opt_state.items()}
+        return state._replace(learner=learner._replace(opt_state=opt))
+
+    def init_with(self, key: jax.Array, n_train: Any = None, lr: Any = None) -> RunnerState:
+        """`init(key)` with overrides as data (traced scalars, so runs that differ only in them share one
+        vmapped program): `n_train`, the training-set size n_T of a masked-image task (the training
+        environments hold ≥ n_T images; episodes draw their seeds from the first n_T,
+        `MaskedImageEnv.reset(key, pool)`; the test environments are unchanged), and `lr`
+        (`set_hyperparams`). A run started so equals, given the same key, a run configured with
+        env_options num_images = n_T and that lr. ValueError for a concrete n_train outside
+        [1, num_images], or an environment without images."""
+        if n_train is None:
+            state = self.init(key)
+        else:
+            pool = core.train_pool(self.config, self.spec.env, n_train)
+            state = update.init_local(self.spec, core.typed_key(key), None, pool=pool)
+        return state if lr is None else self.set_hyperparams(state, lr=lr)
 
     def reattach_env(self, state: RunnerState) -> RunnerState:
         """`state` with freshly reset environments (train and test) and zeroed running episode and

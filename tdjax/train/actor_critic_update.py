@@ -415,7 +415,9 @@ def update_matrices(spec: ac.ActorCriticSpec, learner: ac.LearnerState, examples
     sets = [("", learner.params, learner.opt_state)]
     if c.probe_fresh:
         fresh = init_params(spec, fresh_key)
-        sets.append(("_fresh", fresh, {k: opt_tx.init(v) for k, v in fresh.items()}))
+        # a fresh optimizer state, at the learner's learning rate (data when set by set_hyperparams)
+        lr = {k: o.hyperparams["learning_rate"] for k, o in learner.opt_state.items()}
+        sets.append(("_fresh", fresh, {k: core.set_learning_rate(opt_tx.init(v), lr[k]) for k, v in fresh.items()}))
     a, v = spec.actor_name, spec.critic_name
     out = {}
     for suffix, params, opt in sets:
@@ -474,8 +476,10 @@ def evaluate(spec: ac.ActorCriticSpec, learner: ac.LearnerState, ev: ac.EvalStat
     return ev, core.sum_ended(ended)
 
 
-def init_local(spec: ac.ActorCriticSpec, key: jax.Array, axis_name: Optional[str]) -> ac.RunnerState:
-    """The state of one device (of the "data" axis when `axis_name` is given)."""
+def init_local(spec: ac.ActorCriticSpec, key: jax.Array, axis_name: Optional[str], *,
+               pool: Optional[jax.Array] = None) -> ac.RunnerState:
+    """The state of one device (of the "data" axis when `axis_name` is given); `pool`: the training
+    environments' episodes draw their seeds from their first `pool` (`VecEnv.reset(key, pool)`)."""
     k_net, k_learn, k_actor, k_eval = jax.random.split(key, 4)
     params = init_params(spec, k_net)
     learner = ac.LearnerState(
@@ -487,7 +491,7 @@ def init_local(spec: ac.ActorCriticSpec, key: jax.Array, axis_name: Optional[str
         k_actor = jax.random.fold_in(k_actor, jax.lax.axis_index(axis_name))
         k_eval = jax.random.fold_in(k_eval, jax.lax.axis_index(axis_name))
     k_reset, k_base = jax.random.split(k_actor)
-    env_state, obs, episodes = core.reset_envs(spec.env, k_reset, spec.num_envs)
+    env_state, obs, episodes = core.reset_envs(spec.env, k_reset, spec.num_envs, pool)
     actor = ac.ActorState(key=k_base, env_state=env_state, obs=obs, episodes=episodes,
                           norm_return=jnp.zeros((spec.num_envs,), jnp.float32))
     evaluator = None

@@ -34,7 +34,7 @@ from tdjax.train.host_loop import run_host_driven
 from tdjax.train.validation import check_choice, check_types, require
 
 __all__ = ["Family", "register_family", "family_of", "make_agent", "make_train", "summarise", "mean_return",
-           "set_learning_rate", "check_hyperparam_values",
+           "set_learning_rate", "check_hyperparam_values", "train_pool",
            "typed_key", "make_optimizer", "auto_network", "torso_factory", "check_network", "EpisodeStats",
            "EndedEpisodes", "new_episode_stats", "track_episodes", "sum_ended", "reset_envs", "reattach",
            "rank_or_nan", "nanmean", "probe_means", "check_common_fields", "Agent",
@@ -259,9 +259,10 @@ def sum_ended(ended: EndedEpisodes, axis_name: Optional[str] = None) -> EndedEpi
     return ended if axis_name is None else jax.lax.psum(ended, axis_name)
 
 
-def reset_envs(env: Any, key: jax.Array, num_envs: int) -> Tuple[Any, jax.Array, EpisodeStats]:
-    """(env_state, obs, fresh EpisodeStats) of `env` reset with `key`."""
-    env_state, obs = env.reset(key)
+def reset_envs(env: Any, key: jax.Array, num_envs: int, pool: Any = None) -> Tuple[Any, jax.Array, EpisodeStats]:
+    """(env_state, obs, fresh EpisodeStats) of `env` reset with `key` (episodes drawn from the first
+    `pool` seeds of a masked-image task when `pool` is given; `VecEnv.reset`)."""
+    env_state, obs = env.reset(key) if pool is None else env.reset(key, pool=pool)
     return env_state, obs, new_episode_stats(num_envs)
 
 
@@ -455,6 +456,30 @@ def check_hyperparam_values(name: str, values: Any, low: float, high: float, clo
         interval = f"{'[' if closed_low else '('}{low}, {high}]"
         raise ValueError(f"set_hyperparams: {name} must lie in {interval}, got {v[bad].ravel()[:4].tolist()}. "
                          f"Fix: pass values of {name} in {interval}.")
+
+
+def train_pool(config: Any, env: Any, n_train: Any) -> jax.Array:
+    """`n_train` (n_T: the training environment's episodes draw their seeds from its first n_T, traced
+    or not) as the int32 pool of `env.reset(key, pool=...)` (`VecEnv.pool_size`), for agents' `init_with`.
+
+    ValueError, before anything compiles, when the environment has no pool (not a masked-image task),
+    when the run is split over devices, or when a concrete n_train is not an integer in [1, pool_size]."""
+    name = type(config).__name__
+    size = env.pool_size
+    if size is None:
+        raise ValueError(f"init_with: n_train={n_train!r} given, but {name}.env={config.env!r} has no pool of "
+                         "episode seeds (training-set size as data needs a masked-image task, e.g. "
+                         "'MaskedImage-digits'). Fix: pass n_train=None, or use a masked-image env.")
+    if config.num_devices != 1:
+        raise ValueError(f"init_with: n_train as data needs {name}.num_devices=1 (got {config.num_devices}). "
+                         "Fix: use num_devices=1 (vmap runs over seeds instead), or set env_options num_images.")
+    if not isinstance(n_train, jax.core.Tracer):
+        v = np.asarray(n_train)
+        if v.shape != () or not np.issubdtype(v.dtype, np.integer) or not 1 <= int(v) <= size:
+            raise ValueError(f"init_with: n_train={n_train!r} must be an integer in [1, {size}]: the training "
+                             f"environment of {name}.env={config.env!r} holds {size} images. Fix: pass "
+                             f"1 <= n_train <= {size}, or raise env_options num_images to at least n_train.")
+    return jnp.asarray(n_train, jnp.int32)
 
 
 def bound(fn: Callable) -> Callable:

@@ -13,8 +13,14 @@ Programs. Cells that share shapes run as ONE vmapped XLA program; a capacity (n_
 parameter shapes, so each capacity is its own program:
   * supervised: every (n_T, lr, seed) of a capacity in one `jax.jit(jax.vmap(run))`: n_T is a traced
     mask over a fixed training pool and lr lives in the optimizer state (`tdjax.train.supervised`);
-  * agents: the masked-image environment keeps only its n_T training images, and the loops' learning
-    rate is static, so each (capacity, n_T, lr) is one program vmapped over the seeds.
+  * agents (Double DQN, REINFORCE on a masked-image task): every (n_T, lr, seed) of a capacity in one
+    `jax.jit(jax.vmap(run))` too: the training environment holds the largest n_T images of the grid
+    and a run's episodes draw their seeds from its first n_T (`MaskedImageEnv.reset(key, pool)`,
+    `agent.init_with(key, n_train, lr)`), and the learning rate lives in the optimizer state. A cell
+    equals the run configured with env_options num_images = n_T and that lr (same draws, same
+    parameters). Its train return is the mean over the first min(eval_images, n_T) images; ρ̄ is
+    the mean Gram entry over pairs i < j < min(probe_k, n_T) of the first probe_k images' initial
+    observations (as `supervised.mean_interference`).
 `vmapped=False` runs the same programs with one cell per call (the benchmark's baseline).
 
 Seeds: cell (…, seed s) trains from `fold_in(key, s)`, whatever else it shares a program with, so a
@@ -221,7 +227,7 @@ def _measure_supervised(base: Any, cells: Sequence[Cell], key: jax.Array, vmappe
 
 
 # ----------------------------------------------------------------------------------------------------
-# Agents on the masked-image task: one program per (capacity, n_T, lr), vmapped over seeds.
+# Agents on the masked-image task: one program per capacity, vmapped over (n_T, lr, seed).
 
 
 def _masked_envs(cfg: Any) -> Tuple[Any, Any]:
@@ -236,9 +242,11 @@ def _masked_envs(cfg: Any) -> Tuple[Any, Any]:
     return reg.factory(**opts), reg.factory(**envs_lib.test_env_options(cfg.env, opts))
 
 
-def rl_evaluation(env: Any, act: Callable[[jax.Array], jax.Array], num_images: int) -> jax.Array:
+def rl_evaluation(env: Any, act: Callable[[jax.Array], jax.Array], num_images: int,
+                  count: Optional[Any] = None) -> jax.Array:
     """Mean undiscounted return of one episode on each of the first `num_images` images of `env`
-    (a `MaskedImageEnv`; `reset_to(slot)`), acting with `act(obs) -> action` (greedy: deterministic)."""
+    (a `MaskedImageEnv`; `reset_to(slot)`), acting with `act(obs) -> action` (greedy: deterministic);
+    with `count` (traced or not), only slots < `count` are averaged (a run on the first n_T images)."""
     slots = jnp.arange(num_images)
 
     def episode(slot):
@@ -254,74 +262,84 @@ def rl_evaluation(env: Any, act: Callable[[jax.Array], jax.Array], num_images: i
                                            None, length=env.max_steps)
         return total
 
-    return jnp.mean(jax.vmap(episode)(slots))
+    returns = jax.vmap(episode)(slots)
+    if count is None:
+        return jnp.mean(returns)
+    weight = slots < count
+    return jnp.sum(jnp.where(weight, returns, 0.0)) / jnp.maximum(jnp.sum(weight), 1)
 
 
-def _rl_program(cfg: Any, train_env: Any, test_env: Any, eval_images: int, probe_k: int) -> Callable:
+@functools.lru_cache(maxsize=16)
+def _rl_program(cfg: Any, eval_images: int, probe_k: int) -> Tuple[Any, Any, Callable]:
+    """(training env, test env, `jax.jit(jax.vmap(run))`) of one capacity: `run(key, n_train, lr)`
+    trains from `agent.init_with(key, n_train, lr)` and returns (train return, test return, ρ̄, ρ̄
+    during training)."""
     agent = core.make_agent(cfg)
+    train_env, test_env = _masked_envs(cfg)
     family = _family(cfg)
-    n_train_images = train_env.num_images
+    n_images = train_env.num_images  # the largest n_T of the program
     n_test = min(eval_images, test_env.num_images)
-    n_tr = min(eval_images, n_train_images)
-    k = min(probe_k, n_train_images)
+    n_tr = min(eval_images, n_images)
+    k = min(probe_k, n_images)
 
     def outputs(params, obs):
         if family == "value_based":
             return agent.q_values(params, obs)
         return agent.policy_logits(params[agent.spec.actor_name], obs)
 
-    def measure(key):
-        state, metrics = agent.run(agent.init(key), 0, agent.num_iterations)
+    def run(key, n_train, lr):
+        state, metrics = agent.run(agent.init_with(key, n_train, lr), 0, agent.num_iterations)
         params = state.learner.params
         act = lambda obs: jnp.argmax(outputs(params, obs))  # greedy: the agents' test-time policy
-        train_ret = rl_evaluation(train_env, act, n_tr)
+        train_ret = rl_evaluation(train_env, act, n_tr, count=n_train)
         test_ret = rl_evaluation(test_env, act, n_test)
         obs0 = jax.vmap(lambda s: train_env.reset_to(s)[1])(jnp.arange(k))
         gram = gram_matrix(lambda p, x: jnp.max(outputs(p, x)), params, obs0)
-        rho = (jnp.sum(gram) - jnp.trace(gram)) / (k * (k - 1))
+        idx = jnp.arange(k)
+        pair = (idx[:, None] < idx[None, :]) & (idx[None, :] < n_train)
+        pairs = jnp.sum(pair)
+        rho = jnp.where(pairs > 0, jnp.sum(jnp.where(pair, gram, 0.0)) / jnp.maximum(pairs, 1), jnp.nan)
         probes = getattr(metrics, "probes", None)
         during = (jnp.nanmean(jnp.where(probes.probed, probes.interference, jnp.nan))
                   if probes is not None and hasattr(probes, "interference") else jnp.full((), jnp.nan))
         return train_ret, test_ret, rho, during
 
-    return jax.jit(jax.vmap(measure))
+    return train_env, test_env, jax.jit(jax.vmap(run))
 
 
 def _measure_rl(base: Any, cells: Sequence[Cell], key: jax.Array, vmapped: bool, eval_images: int) -> List[dict]:
+    n_max = max(c.n_train for c in cells)
+    opts = dict(base.env_options)
+    opts["num_images"] = int(n_max)  # the training environment holds the largest n_T; runs use their first n_T
+    cfg = capacity_config(base, cells[0].n_hidden, cells[0].n_layers).replace(env_options=tuple(sorted(opts.items())))
+    train_env, test_env, program = _rl_program(cfg, eval_images, getattr(base, "probe_k", 32))
+    if train_env.num_images != n_max:
+        raise ValueError(f"GridConfig.n_train={n_max}: the {cfg.env} training split holds only "
+                         f"{train_env.num_images} images. Fix: use n_train <= {train_env.num_images}.")
+    keys = jnp.stack([jax.random.fold_in(key, c.seed) for c in cells])
+    ns = jnp.asarray([c.n_train for c in cells], jnp.int32)
+    lrs = jnp.asarray([c.lr for c in cells], jnp.float32)
+    t0 = time.perf_counter()
+    if vmapped:
+        out = [np.asarray(x) for x in jax.block_until_ready(program(keys, ns, lrs))]
+    else:
+        parts = [jax.block_until_ready(program(keys[i:i + 1], ns[i:i + 1], lrs[i:i + 1])) for i in range(len(cells))]
+        out = [np.concatenate([np.asarray(p[j]) for p in parts]) for j in range(4)]
+    seconds = (time.perf_counter() - t0) / len(cells)
+    train_ret, test_ret, rho, during = out
+    name = getattr(train_env, "name", cfg.env)
+    data = cfg.env.split("MaskedImage-")[-1]
+    start = opts.get("start_image", 0)
     rows = []
-    groups: Dict[Tuple[int, float], List[Cell]] = {}
-    for c in cells:
-        groups.setdefault((c.n_train, c.lr), []).append(c)
-    probe_k = getattr(base, "probe_k", 32)
-    for (n_train, lr), group in groups.items():
-        opts = dict(base.env_options)
-        opts["num_images"] = int(n_train)
-        cfg = capacity_config(base, group[0].n_hidden, group[0].n_layers).replace(
-            lr=float(lr), env_options=tuple(sorted(opts.items())))
-        train_env, test_env = _masked_envs(cfg)
-        if train_env.num_images != n_train:
-            raise ValueError(f"GridConfig.n_train={n_train}: the {cfg.env} training split holds only "
-                             f"{train_env.num_images} images. Fix: use n_train <= {train_env.num_images}.")
-        program = _rl_program(cfg, train_env, test_env, eval_images, probe_k)
-        keys = jnp.stack([jax.random.fold_in(key, c.seed) for c in group])
-        t0 = time.perf_counter()
-        if vmapped:
-            out = [np.asarray(x) for x in jax.block_until_ready(program(keys))]
-        else:
-            parts = [jax.block_until_ready(program(keys[i:i + 1])) for i in range(len(group))]
-            out = [np.concatenate([np.asarray(p[j]) for p in parts]) for j in range(4)]
-        seconds = (time.perf_counter() - t0) / len(group)
-        train_ret, test_ret, rho, during = out
-        label = getattr(train_env, "name", cfg.env)
-        data = cfg.env.split("MaskedImage-")[-1]
+    for i, c in enumerate(cells):
+        label = name.replace(f" {start}:{start + n_max}]", f" {start}:{start + c.n_train}]")  # this run's images
         if data in sup.DATASETS:  # say what the images are (a stand-in or the paper's)
             label = f"{label}: {sup.load_dataset(data).label}"
-        for i, c in enumerate(group):
-            rows.append(dict(family=_family(cfg), algo=cfg.algo, data=cfg.env, label=label, n_hidden=c.n_hidden,
-                             n_layers=c.n_layers, n_train=c.n_train, lr=c.lr, seed=c.seed,
-                             train_perf=float(train_ret[i]), test_perf=float(test_ret[i]),
-                             gap=float(train_ret[i] - test_ret[i]), rho_bar=float(rho[i]),
-                             rho_bar_during=float(during[i]), seconds=seconds))
+        rows.append(dict(family=_family(cfg), algo=cfg.algo, data=cfg.env, label=label, n_hidden=c.n_hidden,
+                         n_layers=c.n_layers, n_train=c.n_train, lr=c.lr, seed=c.seed,
+                         train_perf=float(train_ret[i]), test_perf=float(test_ret[i]),
+                         gap=float(train_ret[i] - test_ret[i]), rho_bar=float(rho[i]),
+                         rho_bar_during=float(during[i]), seconds=seconds))
     return rows
 
 

@@ -444,15 +444,17 @@ def _dummy_obs(spec: ValueSpec) -> jax.Array:
     return jnp.zeros(spec.env.obs_shape, jnp.float32)
 
 
-def init_local(spec: ValueSpec, key: jax.Array, axis_name: Optional[str]) -> RunnerState:
-    """The state of one device (of the "data" axis when `axis_name` is given)."""
+def init_local(spec: ValueSpec, key: jax.Array, axis_name: Optional[str], *,
+               pool: Optional[jax.Array] = None) -> RunnerState:
+    """The state of one device (of the "data" axis when `axis_name` is given); `pool`: the training
+    environment's episodes draw their seeds from its first `pool` (`VecEnv.reset(key, pool)`)."""
     k_net, k_actor = jax.random.split(key)
     params = spec.network.init(k_net, _dummy_obs(spec))
     learner = LearnerState(params=params, target_params=params, opt_state=spec.optimizer.init(params))
     if axis_name is not None:
         k_actor = jax.random.fold_in(k_actor, jax.lax.axis_index(axis_name))
     k_reset, k_base = jax.random.split(k_actor)
-    env_state, obs, episodes = core.reset_envs(spec.env, k_reset, spec.num_envs)
+    env_state, obs, episodes = core.reset_envs(spec.env, k_reset, spec.num_envs, pool)
     dummy = _dummy_obs(spec)
     example = replay_lib.Transition(
         obs=dummy, action=jnp.zeros((), jnp.int32), reward=jnp.zeros((), jnp.float32),
@@ -631,7 +633,8 @@ class ValueAgent(core.Agent):
 
       example_loss(params, target_params, transition) -> scalar, ONE transition;
       learner_update(learner, batch, axis_name=None) -> (learner, loss);
-      output_fn(params, x), q_values(params, xs) -> [..., A], features(params, xs) -> [..., d].
+      output_fn(params, x), q_values(params, xs) -> [..., A], features(params, xs) -> [..., d];
+      init_with(key, n_train=None, lr=None): `init` with n_T and the learning rate as data (below).
     """
 
     def phase(self, i: int) -> IterationPhase:
@@ -656,6 +659,20 @@ class ValueAgent(core.Agent):
         learner = state.learner
         return state._replace(learner=learner._replace(opt_state=core.set_learning_rate(learner.opt_state,
                                                                                        values["lr"])))
+
+    def init_with(self, key: jax.Array, n_train: Any = None, lr: Any = None) -> RunnerState:
+        """`init(key)` with overrides as data (traced scalars, so runs that differ only in them share one
+        vmapped program): `n_train`, the training-set size n_T of a masked-image task (the environment
+        holds ≥ n_T images; episodes draw their seeds from the first n_T, `MaskedImageEnv.reset(key,
+        pool)`), and `lr` (`set_hyperparams`). A run started so equals, given the same key, a run
+        configured with env_options num_images = n_T and that lr. ValueError for a concrete n_train
+        outside [1, num_images], or an environment without images."""
+        if n_train is None:
+            state = self.init(key)
+        else:
+            pool = core.train_pool(self.config, self.spec.env, n_train)
+            state = init_local(self.spec, core.typed_key(key), None, pool=pool)
+        return state if lr is None else self.set_hyperparams(state, lr=lr)
 
     def output_fn(self, params, x):
         return output_fn(self.spec)(params, x)
