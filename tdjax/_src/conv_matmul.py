@@ -123,7 +123,7 @@ def _lhs_parts(plan: _ConvPlan, lhs: jax.Array) -> list:
 
 def _rhs_parts(plan: _ConvPlan, rhs: jax.Array) -> list:
     """The kernel's side: W[κ] per offset (or the whole kernel as one [K·C, O] matrix)."""
-    dn, nsp = plan.dn, plan.nsp
+    dn = plan.dn
     w = lax.transpose(rhs, (*dn.rhs_spec[2:], dn.rhs_spec[1], dn.rhs_spec[0]))  # [spatial..., C, O]
     if plan.s2d is not None:
         w = _space_to_depth_kernel(w, plan.s2d)
