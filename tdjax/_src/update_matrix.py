@@ -428,8 +428,8 @@ def policy_update_matrix(
       loss_fn: `loss_fn(params, example) -> scalar` for ONE example.
       policy_fn: `policy_fn(params, x) -> [n_actions]` for ONE input: logits if `from_logits` (the
         distribution is their softmax), else the probabilities themselves.
-      optimizer, params, opt_state, batch, probe_xs, chunk_size, probe_chunk_size, strategy, method,
-        probe_forward: as in `update_matrix`.
+      optimizer, params, opt_state, batch, probe_xs, chunk_size, probe_chunk_size: as in `update_matrix`.
+      strategy, method, probe_forward: as in `update_matrix`.
       from_logits: whether `policy_fn` returns logits (True) or probabilities (False).
 
     Returns:
