@@ -35,10 +35,12 @@ import jax
 from jax import lax
 from jax.extend import core as jcore
 
+# the jaxpr helpers shared with the per-example fast path (the same inlined call primitives)
+from tdjax._src.layerwise import INLINED_PRIMITIVES, _bind, _sub_jaxpr
+
 __all__ = ["convs_as_matmuls", "conv_as_matmul", "staged_forward"]
 
 CONV_PRIMITIVE = "conv_general_dilated"
-INLINED_PRIMITIVES = ("jit", "pjit", "closed_call", "core_call", "remat2", "checkpoint")
 
 
 def _inverse(perm):
@@ -195,23 +197,6 @@ def _space_to_depth_kernel(w, strides):
     w = w.reshape(*itertools.chain.from_iterable(zip(q, strides)), c, o)
     w = lax.transpose(w, (*range(0, 2 * nsp, 2), *range(1, 2 * nsp, 2), 2 * nsp, 2 * nsp + 1))
     return w.reshape(*q, math.prod(strides) * c, o)
-
-
-def _bind(eqn, invals):
-    bind_params = eqn.primitive.get_bind_params(eqn.params)
-    subfuns = ()
-    if isinstance(bind_params, tuple):  # jax < 0.7 returned (subfuns, params)
-        subfuns, bind_params = bind_params
-    with eqn.ctx.manager:
-        out = eqn.primitive.bind(*subfuns, *invals, **bind_params)
-    return out if eqn.primitive.multiple_results else [out]
-
-
-def _sub_jaxpr(eqn):
-    sub = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
-    if isinstance(sub, jcore.ClosedJaxpr):
-        return sub.jaxpr, sub.consts
-    return sub, ()
 
 
 def _evaluate(jaxpr, consts, args) -> list:
