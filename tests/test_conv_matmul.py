@@ -94,7 +94,7 @@ def test_pytrees_in_and_out_and_gradients():
     from tdjax.networks import NatureCNN
 
     net = NatureCNN(4)
-    x = jnp.asarray(np.random.default_rng(4).uniform(size=(3, 84, 84, 4)), jnp.float32)
+    x = jnp.asarray(np.random.default_rng(4).uniform(size=(3, 44, 44, 4)), jnp.float32)  # small frames
     params = net.init(jax.random.key(0), x[0])
     f = lambda p, xs: {"q": jax.vmap(lambda o: net.apply(p, o))(xs)}
     got = jax.jit(convs_as_matmuls(f))(params, x)
@@ -124,12 +124,12 @@ def test_staged_forward_equals_the_function_and_hoists_the_data_convolution():
     from tdjax.networks import NatureCNN
 
     net = NatureCNN(3)
-    xs = jnp.asarray(np.random.default_rng(5).uniform(size=(4, 84, 84, 4)), jnp.float32)
+    xs = jnp.asarray(np.random.default_rng(5).uniform(size=(4, 44, 44, 4)), jnp.float32)
     params = net.init(jax.random.key(1), xs[0])
     f = lambda p, x: (jnp.max(net.apply(p, x), -1), jnp.sum(x ** 2))  # the 2nd output is data only
     prepare, finish = staged_forward(f)
     prepared = jax.jit(prepare)(params, xs)
-    assert any(a.shape == (4, 20, 20, 64) for a in prepared)  # layer 1's input after space-to-depth, sliced
+    assert any(a.shape == (4, 10, 10, 64) for a in prepared)  # layer 1's input after space-to-depth, sliced
     other = jax.tree.map(lambda l: l * 1.1, params)
     for p in (params, other):
         got = jax.jit(finish)(p, xs, prepared)
