@@ -34,7 +34,7 @@ from tdjax.train.host_loop import run_host_driven
 from tdjax.train.validation import check_choice, check_types, require
 
 __all__ = ["Family", "register_family", "family_of", "make_agent", "make_train", "summarise", "mean_return",
-           "set_learning_rate", "check_hyperparam_values", "train_pool",
+           "set_learning_rate", "check_hyperparam_values", "train_pool", "init_with",
            "typed_key", "make_optimizer", "auto_network", "torso_factory", "check_network", "EpisodeStats",
            "EndedEpisodes", "new_episode_stats", "track_episodes", "sum_ended", "reset_envs", "reattach",
            "rank_or_nan", "nanmean", "probe_means", "check_common_fields", "Agent",
@@ -480,6 +480,23 @@ def train_pool(config: Any, env: Any, n_train: Any) -> jax.Array:
                              f"environment of {name}.env={config.env!r} holds {size} images. Fix: pass "
                              f"1 <= n_train <= {size}, or raise env_options num_images to at least n_train.")
     return jnp.asarray(n_train, jnp.int32)
+
+
+def init_with(agent: Any, init_local: Callable, key: jax.Array, n_train: Any = None, lr: Any = None) -> Any:
+    """`agent.init(key)` with overrides as data (traced scalars, so runs that differ only in them share
+    one vmapped program), for the families whose module-level `init_local(spec, key, axis_name, *, pool)`
+    takes a pool: `n_train`, the training-set size n_T of a masked-image task (the training
+    environments hold ≥ n_T images; episodes draw their seeds from the first n_T,
+    `MaskedImageEnv.reset(key, pool)`; test environments unchanged), and `lr` (`agent.set_hyperparams`).
+    A run started so equals, given the same key, a run configured with env_options num_images = n_T
+    and that lr. ValueError (`train_pool`) for a concrete n_train outside [1, num_images], or an
+    environment without images."""
+    if n_train is None:
+        state = agent.init(key)
+    else:
+        pool = train_pool(agent.config, agent.spec.env, n_train)
+        state = init_local(agent.spec, typed_key(key), None, pool=pool)
+    return state if lr is None else agent.set_hyperparams(state, lr=lr)
 
 
 def bound(fn: Callable) -> Callable:

@@ -661,18 +661,9 @@ class ValueAgent(core.Agent):
                                                                                        values["lr"])))
 
     def init_with(self, key: jax.Array, n_train: Any = None, lr: Any = None) -> RunnerState:
-        """`init(key)` with overrides as data (traced scalars, so runs that differ only in them share one
-        vmapped program): `n_train`, the training-set size n_T of a masked-image task (the environment
-        holds ≥ n_T images; episodes draw their seeds from the first n_T, `MaskedImageEnv.reset(key,
-        pool)`), and `lr` (`set_hyperparams`). A run started so equals, given the same key, a run
-        configured with env_options num_images = n_T and that lr. ValueError for a concrete n_train
-        outside [1, num_images], or an environment without images."""
-        if n_train is None:
-            state = self.init(key)
-        else:
-            pool = core.train_pool(self.config, self.spec.env, n_train)
-            state = init_local(self.spec, core.typed_key(key), None, pool=pool)
-        return state if lr is None else self.set_hyperparams(state, lr=lr)
+        """`init(key)` with the training-set size n_T of a masked-image task and the learning rate as
+        data (`tdjax.train.core.init_with`)."""
+        return core.init_with(self, init_local, key, n_train, lr)
 
     def output_fn(self, params, x):
         return output_fn(self.spec)(params, x)
