@@ -26,13 +26,25 @@ def _numpy_conv(x, w, strides, pads, dil):
     return out
 
 
+_FORCE = {"shift": dict(_MAX_SHIFT_WASTE=np.inf), "slices": dict(_MAX_SHIFT_WASTE=0, _MIN_INNER=0),
+          "im2col": dict(_MAX_SHIFT_WASTE=0, _MIN_INNER=10**9)}
+
+
+@pytest.mark.parametrize("mode", list(_FORCE))
 @pytest.mark.parametrize("strides,padding,dil", [((1, 1), "VALID", (1, 1)), ((2, 3), "SAME", (1, 1)),
-                                                 ((1, 2), ((2, 1), (0, 3)), (2, 1))])
-def test_conv_as_matmul_matches_lax_and_numpy(strides, padding, dil):
+                                                 ((1, 2), ((2, 1), (0, 3)), (2, 1)),
+                                                 ((1, 1), ((1, 2), (2, 0)), (2, 3))])
+def test_conv_as_matmul_matches_lax_and_numpy(strides, padding, dil, mode, monkeypatch):
+    """Each of the three layouts (forced), with strides, padding and kernel dilation."""
+    for name, value in _FORCE[mode].items():
+        monkeypatch.setattr(conv_matmul, name, value)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(3, 11, 9, 4)).astype(np.float32)
     w = rng.normal(size=(3, 2, 4, 5)).astype(np.float32)
     dn = ("NHWC", "HWIO", "NHWC")
+    plan = conv_matmul._plan(x.shape, w.shape, window_strides=strides, padding=padding, rhs_dilation=dil,
+                             dimension_numbers=dn)
+    assert plan.mode == mode or (mode == "shift" and strides == (1, 2))  # shift needs stride 1 (after s2d)
     ref = lax.conv_general_dilated(x, w, strides, padding, rhs_dilation=dil, dimension_numbers=dn)
     f = jax.jit(convs_as_matmuls(lambda x, w: lax.conv_general_dilated(x, w, strides, padding, rhs_dilation=dil,
                                                                        dimension_numbers=dn)))
@@ -129,7 +141,7 @@ def test_staged_forward_equals_the_function_and_hoists_the_data_convolution():
     f = lambda p, x: (jnp.max(net.apply(p, x), -1), jnp.sum(x ** 2))  # the 2nd output is data only
     prepare, finish = staged_forward(f)
     prepared = jax.jit(prepare)(params, xs)
-    assert any(a.shape == (4, 10, 10, 64) for a in prepared)  # layer 1's input after space-to-depth, sliced
+    assert any(a.shape == (4, 10, 10, 256) for a in prepared)  # layer 1's im2col patches (space-to-depth)
     other = jax.tree.map(lambda l: l * 1.1, params)
     for p in (params, other):
         got = jax.jit(finish)(p, xs, prepared)

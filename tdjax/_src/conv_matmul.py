@@ -1,15 +1,16 @@
-"""Convolutions as strided slices (im2col) and one matmul, for any traced JAX function.
+"""Convolutions as matmuls (with shifted outputs, strided slices or im2col), for any traced JAX function.
 
 `convs_as_matmuls(fn)` returns a function that computes what `fn` computes, with every
 `conv_general_dilated` of its traced computation evaluated as
 
   y[n, p, o] = Σ_{κ, c} x_pad[n, s·p + d·κ, c] · W[κ, c, o]
-             = (patches(x) @ W.reshape(K·C, O))[n, p, o]
 
-(p an output position, κ a kernel offset, s the window strides, d the kernel dilation): K strided
-slices of the padded input, concatenated along the channels, then one `dot_general`. Same maths as the
-convolution up to the order of the floating-point sums. Whatever library built the network (flax linen or
-NNX, equinox, haiku, plain `jax.lax`): it works on the jaxpr, with public JAX APIs only
+(p an output position, κ a kernel offset, s the window strides, d the kernel dilation) by matmuls, in one
+of three layouts chosen per convolution (`conv_as_matmul`): "shift" (one matmul of the whole input with
+every offset's kernel side by side, then a sum of shifted slices of its output), "slices" (Σ_κ one matmul
+per strided input slice) or "im2col" (the slices concatenated along the channels, then one matmul). Same
+maths as the convolution up to the order of the floating-point sums. Whatever library built the network
+(flax linen or NNX, equinox, haiku, plain `jax.lax`): it works on the jaxpr, with public JAX APIs only
 (`jax.make_jaxpr`, `jax.extend.core`), like `tdjax._src.layerwise`.
 
 Why: XLA:CPU's default convolutions are several times slower per FLOP than its matmuls, most of all on
@@ -69,7 +70,8 @@ class _ConvPlan:
     dil: tuple
     offsets: tuple  # kernel offsets κ (after space-to-depth), row-major like the kernel's reshape
     cin: int  # channels per slice (after space-to-depth)
-    im2col: bool  # one matmul of the concatenated slices (few channels) instead of Σ_κ slice_κ @ W[κ]
+    mode: str  # "slices" (Σ_κ slice_κ @ W[κ]), "im2col" (one matmul of the concatenated slices) or "shift"
+    inner: tuple  # the input's spatial sizes after padding and space-to-depth
     precision: Any
     preferred_element_type: Any
 
@@ -77,9 +79,15 @@ class _ConvPlan:
     def empty(self) -> bool:
         return any(o <= 0 for o in self.out)
 
+    @property
+    def n_parts(self) -> int:  # how many input-side parts `_lhs_parts` returns
+        return len(self.offsets) if self.mode == "slices" else 1
+
 
 def _plan(lhs_shape, rhs_shape, *, window_strides, padding, rhs_dilation=None, dimension_numbers,
-          precision=None, preferred_element_type=None, **_: Any) -> _ConvPlan:
+          precision=None, preferred_element_type=None, prepared: bool = False, **_: Any) -> _ConvPlan:
+    """The layout of one convolution. `prepared`: its input's side is computed once and reused for
+    many kernels (`staged_forward`), so the copy of im2col costs nothing per kernel and im2col is used."""
     dn = dimension_numbers
     if not isinstance(dn, lax.ConvDimensionNumbers):
         dn = lax.conv_dimension_numbers(lhs_shape, rhs_shape, dn)
@@ -100,8 +108,17 @@ def _plan(lhs_shape, rhs_shape, *, window_strides, padding, rhs_dilation=None, d
         ksize = tuple(-(-ksize[d] // strides[d]) for d in range(nsp))
         cin, strides = cin * math.prod(s2d), (1,) * nsp
     offsets = tuple(itertools.product(*(range(k) for k in ksize)))
-    return _ConvPlan(dn, nsp, padding, out, s2d, strides, dil, offsets, cin,
-                     cin < _MIN_INNER and len(offsets) > 1, precision, preferred_element_type)
+    inner = tuple(out[d] + (ksize[d] - 1) * dil[d] if s2d is not None else padded[d] for d in range(nsp))
+    if len(offsets) == 1:
+        mode = "slices"
+    elif prepared:
+        mode = "im2col"
+    elif all(s == 1 for s in strides) and math.prod(inner) <= _MAX_SHIFT_WASTE * math.prod(out):
+        mode = "shift"
+    else:
+        mode = "im2col" if cin < _MIN_INNER else "slices"
+    return _ConvPlan(dn, nsp, padding, out, s2d, strides, dil, offsets, cin, mode, inner, precision,
+                     preferred_element_type)
 
 
 def _lhs_parts(plan: _ConvPlan, lhs: jax.Array) -> list:
@@ -113,6 +130,8 @@ def _lhs_parts(plan: _ConvPlan, lhs: jax.Array) -> list:
     if plan.s2d is not None:
         x = _space_to_depth_input(x, plan.s2d, plan.out, _blocks(plan))
     n = x.shape[0]
+    if plan.mode == "shift":
+        return [x]
 
     def piece(kappa):
         start = (0, *(kappa[d] * plan.dil[d] for d in range(nsp)), 0)
@@ -120,7 +139,7 @@ def _lhs_parts(plan: _ConvPlan, lhs: jax.Array) -> list:
         return lax.slice(x, start, limit, (1, *plan.strides, 1))
 
     pieces = [piece(kappa) for kappa in plan.offsets]
-    return [lax.concatenate(pieces, nsp + 1)] if plan.im2col else pieces
+    return [lax.concatenate(pieces, nsp + 1)] if plan.mode == "im2col" else pieces
 
 
 def _rhs_parts(plan: _ConvPlan, rhs: jax.Array) -> list:
@@ -129,8 +148,12 @@ def _rhs_parts(plan: _ConvPlan, rhs: jax.Array) -> list:
     w = lax.transpose(rhs, (*dn.rhs_spec[2:], dn.rhs_spec[1], dn.rhs_spec[0]))  # [spatial..., C, O]
     if plan.s2d is not None:
         w = _space_to_depth_kernel(w, plan.s2d)
-    if plan.im2col:
+    if plan.mode == "im2col":
         return [w.reshape(len(plan.offsets) * plan.cin, w.shape[-1])]
+    if plan.mode == "shift":  # [C, K·O]: every offset's kernel side by side, in `plan.offsets` order
+        nsp = plan.nsp
+        w = lax.transpose(w, (nsp, *range(nsp), nsp + 1))
+        return [w.reshape(plan.cin, len(plan.offsets) * w.shape[-1])]
     return [w[kappa] for kappa in plan.offsets]
 
 
@@ -138,7 +161,19 @@ def _combine(plan: _ConvPlan, lhs_parts: list, rhs_parts: list) -> jax.Array:
     nsp = plan.nsp
     matmul = lambda a, b: lax.dot_general(a, b, (((nsp + 1,), (0,)), ((), ())), precision=plan.precision,  # noqa: E731
                                           preferred_element_type=plan.preferred_element_type)
-    y = functools.reduce(lax.add, [matmul(a, b) for a, b in zip(lhs_parts, rhs_parts)])  # [N, out..., O]
+    if plan.mode == "shift":  # z = x @ [W[κ]...] at every input position; y[p] = Σ_κ z[p + d·κ, κ]
+        z = matmul(lhs_parts[0], rhs_parts[0])
+        n, n_k = z.shape[0], len(plan.offsets)
+        z = z.reshape(n, *plan.inner, n_k, z.shape[-1] // n_k)
+
+        def shifted(i, kappa):
+            start = (0, *(kappa[d] * plan.dil[d] for d in range(nsp)), i, 0)
+            limit = (n, *(start[1 + d] + plan.out[d] for d in range(nsp)), i + 1, z.shape[-1])
+            return lax.squeeze(lax.slice(z, start, limit), (nsp + 1,))
+
+        y = functools.reduce(lax.add, [shifted(i, kappa) for i, kappa in enumerate(plan.offsets)])
+    else:
+        y = functools.reduce(lax.add, [matmul(a, b) for a, b in zip(lhs_parts, rhs_parts)])  # [N, out..., O]
     # to the output layout: axis out_spec[0] is N, out_spec[1] is O, out_spec[2 + d] spatial d
     dn = plan.dn
     return lax.transpose(y, _inverse((dn.out_spec[0], *dn.out_spec[2:], dn.out_spec[1])))
@@ -150,8 +185,11 @@ def conv_as_matmul(lhs: jax.Array, rhs: jax.Array, **params: Any) -> jax.Array:
     Only for `supported(params)` convolutions (one feature/batch group, no lhs dilation). A strided,
     undilated convolution is first folded to stride 1 by space-to-depth (blocks of s input positions
     become s·C channels, the kernel is zero-padded to whole blocks), which turns its strided slices into
-    contiguous ones. Then y = Σ_κ slice_κ(x) @ W[κ] over the kernel offsets κ, or, when a slice has few
-    channels (< `_MIN_INNER`), one matmul of the concatenated slices (im2col)."""
+    contiguous ones. Then, over the kernel offsets κ, one of:
+      shift:  z = x @ [W[κ₁] … W[κ_K]] at every input position, y[p] = Σ_κ z[p + d·κ, κ] (no input copies;
+              when the input has at most `_MAX_SHIFT_WASTE` times the output's positions);
+      slices: y = Σ_κ slice_κ(x) @ W[κ];
+      im2col: one matmul of the concatenated slices, when a slice has few channels (< `_MIN_INNER`)."""
     plan = _plan(lhs.shape, rhs.shape, **params)
     if plan.empty:  # an empty output: the convolution's own shape rule
         return lax.conv_general_dilated(lhs, rhs, params["window_strides"], plan.padding, None,
@@ -163,6 +201,10 @@ def conv_as_matmul(lhs: jax.Array, rhs: jax.Array, **params: Any) -> jax.Array:
 # Below this many input channels per kernel offset, slices are concatenated into one matmul (a matmul
 # with a short inner dimension runs far below the machine's rate).
 _MIN_INNER = 32
+# "shift" (one matmul of the whole input with every offset's kernel side by side, then a sum of shifted
+# output slices: no input copies, which XLA:CPU does slowly) when it computes at most this many times the
+# output positions: the Nature CNN's 2nd layer (10² blocks for 9² outputs) yes, its 3rd (9² for 7²) no.
+_MAX_SHIFT_WASTE = 1.5
 
 
 def _blocks(plan: _ConvPlan) -> tuple:
@@ -289,8 +331,8 @@ def _staged(jaxpr, consts, args, known, prepare: bool, store: list, cursor: list
             vals = [v.val if isinstance(v, jcore.Literal) else env[v] for v in eqn.invars]
             outs, out_known = _staged(sub, sub_consts, vals, ks, prepare, store, cursor)
         elif name == CONV_PRIMITIVE and supported(eqn.params) and ks[0] and not ks[1]:
-            plan = _plan(eqn.invars[0].aval.shape, eqn.invars[1].aval.shape, **eqn.params)
-            n_parts = 1 if plan.im2col else len(plan.offsets)
+            plan = _plan(eqn.invars[0].aval.shape, eqn.invars[1].aval.shape, **eqn.params, prepared=True)
+            n_parts = plan.n_parts
             if plan.empty:
                 ins = [boundary(eqn.invars[0]), env[eqn.invars[1]]]
                 outs = None if prepare else _bind(eqn, ins)
