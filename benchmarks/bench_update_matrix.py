@@ -49,7 +49,7 @@ YNN_FLAGS = "--xla_cpu_experimental_ynn_fusion_type=dot"
 # Best configurations found on a 2-core CPU (see docs/update_matrix.md); the table's "tdjax" rows.
 DEFAULT_VARIANTS = {
     "mlp": ["loop", "map:4", "torch", "torch:1"],
-    "cnn": ["loop", "hloop:1/16@as_is", "hloop:1", "hloop:1/32", "torch", "torch:1"],
+    "cnn": ["loop", "map:4", "hloop:1", "hloop:4@as_is", "torch", "torch:1"],  # map:4 = the default call
 }
 
 
