@@ -50,7 +50,12 @@ docs: $(VENV)/.stamp-core
 # The tests' tiny configs spend most of their time compiling: XLA:CPU's LLVM backend at -O0 compiles
 # faster (measured, whole suite on 2 quiet cores: 19.2 → 13.5 min, CPU time 37 → 26 min); every test passes
 # at -O0 as at the default level. Subprocess tests keep the flag and add their fake-device count.
+# A fresh JAX compilation cache per run, shared by both workers and the subprocess tests, so a program
+# that several tests compile is compiled once (measured: 16.9 → 14.2 min, CPU time 29.1 → 24.5 min).
+# It is deleted after the run, so no run sees another's programs.
 test: lint system-deps
+	cache=$$(mktemp -d) && trap 'rm -rf "$$cache"' EXIT && \
+	JAX_COMPILATION_CACHE_DIR="$$cache" JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0.3 \
 	XLA_FLAGS="--xla_backend_optimization_level=0 $$XLA_FLAGS" OPENBLAS_NUM_THREADS=1 \
 	  $(PY) -m pytest -q -n 2 -m "not paper_scale" $(PYTEST_ARGS)
 

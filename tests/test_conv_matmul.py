@@ -53,6 +53,11 @@ def test_conv_as_matmul_matches_lax_and_numpy(strides, padding, dil, mode, monke
     pads = lax.padtype_to_pads((11, 9), [(3 - 1) * dil[0] + 1, (2 - 1) * dil[1] + 1], strides, padding) \
         if isinstance(padding, str) else padding
     np.testing.assert_allclose(got, _numpy_conv(x, w, strides, pads, dil), rtol=1e-4, atol=1e-4)
+    # gradients through the layout, with respect to input and kernel
+    conv = lambda x, w: lax.conv_general_dilated(x, w, strides, padding, rhs_dilation=dil, dimension_numbers=dn)
+    loss = lambda c: (lambda x, w: jnp.sum(jnp.sin(c(x, w))))  # noqa: E731
+    for a, b in zip(jax.jit(jax.grad(loss(convs_as_matmuls(conv)), (0, 1)))(x, w), jax.grad(loss(conv), (0, 1))(x, w)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
     # the rewritten program has no convolution left
     assert "conv_general_dilated" not in str(jax.make_jaxpr(convs_as_matmuls(
         lambda x, w: lax.conv_general_dilated(x, w, strides, padding, rhs_dilation=dil, dimension_numbers=dn)))(x, w))

@@ -143,12 +143,17 @@ def test_update_matrix_loop_strategy_matches_naive_loop(net):
     _assert_close(A, ref)
 
 
-def test_probe_forward_as_is_and_matmul_match_the_naive_loop():
-    """The CNN's probe forwards with its own convolutions and as slices + matmuls (the CPU default):
-    the same matrix as the naive loop; the "matmul" program's probe forwards hold no convolution."""
+def test_probe_forward_as_is_and_matmul_match_the_naive_loop(monkeypatch):
+    """The CNN's probe forwards with its own convolutions and as matmuls (the CPU default; again with the
+    second convolution in the "shift" layout): the same matrix as the naive loop; the "matmul" program's
+    probe forwards hold no convolution."""
+    from tdjax._src import conv_matmul
+
     loss_fn, f, tx, params, opt_state, batch, probes = _problem("cnn")
     ref = _reference("cnn")
-    for forward in ("as_is", "matmul"):
+    for forward, waste in (("as_is", None), ("matmul", None), ("matmul", np.inf)):
+        if waste is not None:
+            monkeypatch.setattr(conv_matmul, "_MAX_SHIFT_WASTE", waste)
         fn = lambda p: tdjax.update_matrix(loss_fn, f, tx, p, opt_state, batch, probes, chunk_size=3,
                                            probe_forward=forward)
         _assert_close(jax.jit(fn)(params), ref)
