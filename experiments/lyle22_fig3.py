@@ -100,8 +100,8 @@ def tiny() -> Config:
     """Seconds per game, for tests: one dense and one sparse game, 2 seeds, a handful of probes."""
     return dataclasses.replace(
         Config(), dense_games=("Breakout-MinAtar",), sparse_games=("Freeway-MinAtar",), return_bins=4,
-        agent=Config().agent.replace(total_steps=3_200, buffer_size=2_000, learning_starts=400,
-                                     eps_decay_steps=2_000, probe_interval=100, probe_k=8,
+        agent=Config().agent.replace(total_steps=2_000, buffer_size=2_000, learning_starts=400,
+                                     eps_decay_steps=1_200, probe_interval=100, probe_k=8,
                                      probe_sign_steps=16, target_update_interval=100))
 
 
