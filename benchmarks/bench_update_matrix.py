@@ -1,7 +1,7 @@
 """Claim: tdjax.update_matrix (Lyle et al. 2022, eq. 21) is never slower than a Python loop of jitted
 one-step updates, ≥ 2× faster for the 2→256→256→3 MLP at k = 128, at least as fast as a PyTorch loop of
 the same construction on the Nature-DQN CNN under XLA's default CPU flags (issue 14; since the probe
-forwards run their convolutions as slices + matmuls, `probe_forward="auto"`), and bounded in memory (CNN
+forwards run their convolutions as matmuls, `probe_forward="auto"`), and bounded in memory (CNN
 at k = 256 within 8 GiB). Measured results: benchmarks/RESULTS.md (issue 14), docs/update_matrix.md.
 
 Construction measured (the same in every variant): k transitions, f = max_a Q(θ, x), the loss of one

@@ -59,7 +59,7 @@ def supported(params: dict) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class _ConvPlan:
-    """The static layout of one convolution as slices and matmuls (shapes and bind parameters only)."""
+    """The static layout of one convolution as matmuls (shapes and bind parameters only)."""
 
     dn: Any  # lax.ConvDimensionNumbers
     nsp: int  # spatial dimensions
@@ -180,7 +180,7 @@ def _combine(plan: _ConvPlan, lhs_parts: list, rhs_parts: list) -> jax.Array:
 
 
 def conv_as_matmul(lhs: jax.Array, rhs: jax.Array, **params: Any) -> jax.Array:
-    """`lax.conv_general_dilated(lhs, rhs)` with these bind parameters, as slices and matmuls.
+    """`lax.conv_general_dilated(lhs, rhs)` with these bind parameters, as matmuls.
 
     Only for `supported(params)` convolutions (one feature/batch group, no lhs dilation). A strided,
     undilated convolution is first folded to stride 1 by space-to-depth (blocks of s input positions
@@ -291,7 +291,7 @@ def _staged(jaxpr, consts, args, known, prepare: bool, store: list, cursor: list
       dependent work needs (a convolution with a known input and an unknown kernel contributes its
       input's slices `_lhs_parts`, not its input); unknown equations are not evaluated.
     finish: skips the known equations, takes those values from `store` in the same order, and evaluates
-      the unknown equations (supported convolutions as slices and matmuls).
+      the unknown equations (supported convolutions as matmuls).
     Returns (outputs, whether each output is known).
     """
     env: dict = {}
@@ -369,7 +369,7 @@ def staged_forward(fn: Callable) -> Tuple[Callable, Callable]:
     `prepare(params, xs) -> list` computes, once, everything of `fn`'s traced computation that does not
     depend on `params` and that the rest reads (for a convolution of the data itself, the slices of its
     input); `finish(params, xs, prepared)` computes `fn(params, xs)` from it, with every supported
-    convolution as slices and matmuls (`convs_as_matmuls`). Equal to `fn` up to float rounding.
+    convolution as matmuls (`convs_as_matmuls`). Equal to `fn` up to float rounding.
     `params` in `prepare` only fixes shapes and dtypes (its values are not read).
     """
 

@@ -178,7 +178,7 @@ def _over_probes(out_fn: Callable, params: Any, probe_xs: Any, probe_chunk_size:
                  probe_forward: str = "as_is", prepared: Any = None) -> chex.Array:
     """out_fn(params, xⱼ) for every probe j: [m, ...], `probe_chunk_size` probes at a time (a `lax.scan`
     over the chunks). probe_forward="matmul": the forward finishes from `prepared` (`_prepare_probes`),
-    with every convolution as slices and matmuls.
+    with every convolution as matmuls.
 
     The scan is NOT unrolled: with jaxlib 0.10.2, XLA:CPU's common-subexpression elimination
     miscompiled unrolled probe chunks whose padding repeats probes (the last probe of a padded chunk
@@ -383,8 +383,8 @@ def update_matrix(
       method: per-example gradients of a chunk: "auto" (default; one batched forward/backward, see
         `tdjax.per_example_grads`), "layerwise" (the same, raising `LayerwiseUnsupported` for parameters
         used other than as layer weights or biases) or "vmap" (jax.vmap(jax.grad(loss_fn))).
-      probe_forward: how the k·m probe forwards run: "matmul" (every convolution as strided slices and
-        matmuls, `tdjax._src.conv_matmul`: faster on XLA:CPU, same maths up to float rounding), "as_is"
+      probe_forward: how the k·m probe forwards run: "matmul" (every convolution as matmuls,
+        `tdjax._src.conv_matmul`: faster on XLA:CPU, same maths up to float rounding), "as_is"
         (the network's own operations) or "auto" (default: "matmul" on the CPU backend, else "as_is").
 
     Returns:
