@@ -135,8 +135,8 @@ def test_primitive_names():
 
 
 def test_staged_forward_equals_the_function_and_hoists_the_data_convolution():
-    """prepare once on the data, finish per parameter set: the network's outputs; the first layer's input
-    slices are prepared (finish holds no work on the raw input), a known output is passed through."""
+    """prepare once on the data, finish per parameter set: the network's outputs; the first layer's im2col
+    patches are prepared (finish holds no work on the raw input), a known output is passed through."""
     from tdjax._src.conv_matmul import staged_forward
     from tdjax.networks import NatureCNN
 

@@ -122,7 +122,8 @@ def _plan(lhs_shape, rhs_shape, *, window_strides, padding, rhs_dilation=None, d
 
 
 def _lhs_parts(plan: _ConvPlan, lhs: jax.Array) -> list:
-    """The input's side: the slices x_κ (or their concatenation), which do not depend on the kernel."""
+    """The input's side, which does not depend on the kernel: the slices x_κ, their concatenation
+    (im2col) or, for "shift", the whole (padded, space-to-depth) input."""
     dn, nsp = plan.dn, plan.nsp
     x = lax.transpose(lhs, (dn.lhs_spec[0], *dn.lhs_spec[2:], dn.lhs_spec[1]))  # [N, spatial..., C]
     if any(lo != 0 or hi != 0 for lo, hi in plan.padding):
@@ -263,7 +264,7 @@ def _evaluate(jaxpr, consts, args) -> list:
 
 
 def convs_as_matmuls(fn: Callable) -> Callable:
-    """`fn` with every supported convolution of its traced computation as slices and one matmul.
+    """`fn` with every supported convolution of its traced computation as matmuls (`conv_as_matmul`).
 
     The returned function takes and returns what `fn` does (any pytrees); it traces `fn` on each call's
     arguments, so use it under `jax.jit` like `fn`. Results equal `fn`'s to floating-point tolerance.
@@ -289,7 +290,7 @@ def _staged(jaxpr, consts, args, known, prepare: bool, store: list, cursor: list
 
     prepare: evaluates the known equations and appends to `store` every known value that parameter-
       dependent work needs (a convolution with a known input and an unknown kernel contributes its
-      input's slices `_lhs_parts`, not its input); unknown equations are not evaluated.
+      input's side `_lhs_parts`, not its input); unknown equations are not evaluated.
     finish: skips the known equations, takes those values from `store` in the same order, and evaluates
       the unknown equations (supported convolutions as matmuls).
     Returns (outputs, whether each output is known).
@@ -367,8 +368,8 @@ def staged_forward(fn: Callable) -> Tuple[Callable, Callable]:
     """(prepare, finish) for `fn(params, xs)` evaluated at many parameter sets on the same `xs`.
 
     `prepare(params, xs) -> list` computes, once, everything of `fn`'s traced computation that does not
-    depend on `params` and that the rest reads (for a convolution of the data itself, the slices of its
-    input); `finish(params, xs, prepared)` computes `fn(params, xs)` from it, with every supported
+    depend on `params` and that the rest reads (for a convolution of the data itself, the im2col
+    patches of its input); `finish(params, xs, prepared)` computes `fn(params, xs)` from it, with every supported
     convolution as matmuls (`convs_as_matmuls`). Equal to `fn` up to float rounding.
     `params` in `prepare` only fixes shapes and dtypes (its values are not read).
     """

@@ -53,9 +53,9 @@ OutputFn = Callable[[Any, Any], chex.Array]  # output_fn(params, x) -> scalar, f
 Strategy = Literal["map", "loop"]
 
 # Examples stepped at once when `chunk_size=None`: bounded memory by default, and the fastest setting
-# for small MLPs on CPU in benchmarks/bench_update_matrix.py (CNNs: chunk_size=1, strategy="loop").
+# on CPU in benchmarks/bench_update_matrix.py for small MLPs, and with the Nature CNN as fast as
+# chunk_size=1, strategy="loop" (RESULTS.md, issue 14).
 _DEFAULT_CHUNK = 4
-# Probe chunks per iteration of the compiled loop over probe chunks (see `_over_probes`).
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -162,7 +162,7 @@ def _one_step(optimizer: optax.GradientTransformation, params: Any, opt_state: A
 def _prepare_probes(out_fn: Callable, params: Any, probe_xs: Any, probe_chunk_size: Optional[int],
                     probe_forward: str) -> Any:
     """With probe_forward="matmul": what the probe forwards compute from the probes alone (the first
-    layer's input slices, `tdjax._src.conv_matmul.staged_forward`), once for all k parameter sets, per
+    layer's im2col patches, `tdjax._src.conv_matmul.staged_forward`), once for all k parameter sets, per
     probe chunk ([n_chunks, ...] leaves). None otherwise."""
     if probe_forward != "matmul":
         return None

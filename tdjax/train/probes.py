@@ -312,7 +312,7 @@ def value_probes(
       batch: k transitions (leading axis k), e.g. `replay.sample_distinct(buffer, key, k)`.
       probe_xs: the k states xⱼ (here `batch.obs`).
       fresh_loss_fn, fresh_params: the same for a newly initialised network (its optimizer state is
-        `optimizer.init(fresh_params)`).
+        `optimizer.init(fresh_params)`, with `opt_state`'s hyperparameters when it holds them).
       td_errors, done: [T, E] TD errors and episode ends of recent consecutive transitions.
       offset_batch, offset_neighbours, offset_mask, value_fn, target_fn: the along-trajectory probes'
         inputs (`trajectory_probes`; the ρ′ terms use `batch` as their k transitions).
