@@ -324,3 +324,52 @@ def test_interference_probe_set_still_takes_the_trajectory_probes():
     np.testing.assert_allclose(m.rho_terms, probes_lib.rho_term_summary(terms), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(m.singular_values, np.linalg.svd(np.asarray(batch["x"]), compute_uv=False) / 2,
                                rtol=1e-5)
+
+
+def test_fresh_network_update_matrix_takes_the_learners_learning_rate(monkeypatch):
+    """The fresh network's update matrix is taken at the learner's learning rate when the optimizer state
+    holds it as data (`optax.inject_hyperparams`, `set_hyperparams`), not at the one the optimizer was
+    built with. (Its rank hardly depends on the rate, so the optimizer states passed to `update_matrix`
+    are recorded; both matrices are checked against direct calls with those states.)"""
+    rng = np.random.default_rng(1)
+    params = {"w": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32), "v": jnp.asarray(rng.normal(size=4), jnp.float32)}
+
+    def out(p, x):
+        return jnp.tanh(x @ p["w"]) @ p["v"]
+
+    def loss(p, ex):
+        return jnp.square(out(p, ex["x"]) - ex["y"])
+
+    batch = {"x": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32), "y": jnp.asarray(rng.normal(size=4), jnp.float32)}
+    opt = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1)  # built with 0.1; the learner's rate is 0.003
+    state = opt.init(params)
+    state = state._replace(hyperparams=dict(state.hyperparams, learning_rate=jnp.float32(0.003)))
+    fresh = jax.tree.map(lambda l: 0.5 * l, params)
+    calls = []
+
+    def spy(loss_fn, output_fn, optimizer, p, s, *args, **kw):
+        a = tdjax.update_matrix(loss_fn, output_fn, optimizer, p, s, *args, **kw)
+        calls.append((p, s, a))
+        return a
+
+    monkeypatch.setattr(probes_lib, "update_matrix", spy)
+
+    @jax.jit
+    def probe():  # returns what update_matrix was called with (traced in this same program)
+        probes_lib.value_probes(
+            probes_lib.ProbeSettings(full=True), loss_fn=loss, output_fn=out,
+            features_fn=lambda p, xs: jnp.tanh(xs @ p["w"]), optimizer=opt, params=params, opt_state=state,
+            batch=batch, probe_xs=batch["x"], fresh_loss_fn=loss, fresh_params=fresh,
+            td_errors=jnp.zeros((6, 1)), done=jnp.zeros((6, 1), bool))
+        return [(c[1].hyperparams["learning_rate"], c[2]) for c in calls]
+
+    got = probe()
+    assert len(calls) == 2 and calls[0][0] is params and calls[1][0] is fresh
+    assert [float(lr) for lr, _ in got] == [np.float32(0.003)] * 2
+    # and the matrices are those of one SGD step at 0.003, by a naive loop
+    for p, (_, a) in zip((params, fresh), got):
+        for i in range(4):
+            ex = jax.tree.map(lambda l: l[i], batch)
+            stepped = jax.tree.map(lambda w, g: w - 0.003 * g, p, jax.grad(loss)(p, ex))
+            np.testing.assert_allclose(a[i], jax.vmap(lambda x: out(stepped, x) - out(p, x))(batch["x"]),
+                                       rtol=1e-4, atol=1e-7)
