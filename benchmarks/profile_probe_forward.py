@@ -87,14 +87,14 @@ def _trace_fusions(call, n_calls: int) -> dict:
     return agg
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--probes", type=int, default=256, help="M, probes per forward")
     parser.add_argument("--sets", type=int, default=4, help="S, parameter sets vmapped (update_matrix's chunk_size)")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--no-torch", action="store_true", help="skip torch's layers")
     parser.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.torch_worker:
         _torch_layers(args.probes, args.reps)
         return

@@ -66,3 +66,15 @@ def test_pong_and_update_tables_run(capsys):
     assert {r["structure"] for r in out["pong"]["rows"]} >= {"one lax.scan (make_train)",
                                                              "host-driven, update at top level"}
     assert all(r["updates"] == 4 for r in out["pong"]["rows"] if "updates" in r)
+
+
+# The probe-forward profile (issue 14's k = 256 analysis) at toy sizes; its trace parsing depends on
+# jax.profiler's perfetto output, so it is run by `make test-paper`, not timed here.
+@pytest.mark.paper_scale
+def test_probe_forward_profile_runs(capsys):
+    _load("profile_probe_forward").main(["--probes", "8", "--sets", "2", "--reps", "1", "--no-torch"])
+    text = capsys.readouterr().out
+    assert "1. tdjax probe forward, 8 probes, 2 parameter sets vmapped" in text
+    assert "3. one update-matrix row (k = 8 examples, chunk_size = 2)" in text
+    dots = [line for line in text.splitlines() if line.strip().startswith("dot fusions")]
+    assert len(dots) == 1 and float(dots[0].split()[2]) > 0, text  # the trace was read
