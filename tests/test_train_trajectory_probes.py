@@ -330,7 +330,7 @@ def test_fresh_network_update_matrix_takes_the_learners_learning_rate(monkeypatc
     """The fresh network's update matrix is taken at the learner's learning rate when the optimizer state
     holds it as data (`optax.inject_hyperparams`, `set_hyperparams`), not at the one the optimizer was
     built with. (Its rank hardly depends on the rate, so the optimizer states passed to `update_matrix`
-    are recorded; both matrices are checked against direct calls with those states.)"""
+    are recorded, and both matrices are checked against a naive loop of SGD steps at the learner's rate.)"""
     rng = np.random.default_rng(1)
     params = {"w": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32), "v": jnp.asarray(rng.normal(size=4), jnp.float32)}
 
