@@ -1,13 +1,14 @@
 """Where the update matrix's probe forwards spend their time on XLA:CPU, next to torch's layers.
 
-The forward measured is the one `tdjax.update_matrix` runs for its k² probe evaluations
-(`probe_forward="matmul"`, the CPU default): the Nature-DQN CNN (`tdjax.networks.NatureCNN`) on M probes,
-its first layer's patches prepared once, at S parameter sets vmapped (S = `chunk_size`, 4 by default).
+The problem is bench_update_matrix.py's (Nature-DQN CNN `tdjax.networks.NatureCNN`, f = max Q, Adam after
+three real steps), with k = M transitions whose states are the M probes. The forward measured is the one
+`tdjax.update_matrix` runs for its k² probe evaluations (`probe_forward="matmul"`, the CPU default): its
+first layer's patches prepared once, at S parameter sets vmapped (S = `chunk_size`, 4 by default).
 It prints:
   1. tdjax's time per parameter set, split by XLA:CPU operation from a `jax.profiler` trace: the dot
      fusions (YNNPACK: the convolutions' matmuls, fc and head) and the loop fusions around them (bias,
      ReLU, layout changes, shifted sums and slices), each as ms per parameter set;
-  2. torch's forward on the same M probes, whole and layer by layer (a twin with the same shapes, 2
+  2. torch's forward on M probes, whole and layer by layer (the benchmarks' twin `_torch_nets.TorchNatureCNN`, 2
      intra-op threads, in a subprocess so that OpenMP's spinning does not slow JAX's threads);
   3. the split of one update-matrix row: `update_matrix(..., chunk_size=S)` on the M probes against the
      same call on 2 probes (its per-example gradient, optimizer step and overhead).
@@ -32,6 +33,8 @@ import time
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the sibling benchmark modules
+
 
 def _median_ms(fn, reps: int) -> float:
     fn()
@@ -45,18 +48,15 @@ def _median_ms(fn, reps: int) -> float:
 
 def _torch_layers(probes: int, reps: int) -> None:
     import torch
+    from _torch_nets import TorchNatureCNN  # the benchmarks' twin of tdjax.networks.NatureCNN
 
     torch.set_num_threads(2)
-    c1, c2, c3 = torch.nn.Conv2d(4, 32, 8, 4), torch.nn.Conv2d(32, 64, 4, 2), torch.nn.Conv2d(64, 64, 3, 1)
-    fc, head = torch.nn.Linear(3136, 512), torch.nn.Linear(512, 6)
-    x = torch.rand(probes, 4, 84, 84)
-    a1, a2, a3 = torch.rand(probes, 32, 20, 20), torch.rand(probes, 64, 9, 9), torch.rand(probes, 3136)
-
-    def whole():
-        h = torch.relu(c3(torch.relu(c2(torch.relu(c1(x))))))
-        return head(torch.relu(fc(h.permute(0, 2, 3, 1).reshape(probes, -1)))).max(-1).values
-
-    rows = [("whole forward", whole), ("conv1 (+ReLU)", lambda: torch.relu(c1(x))),
+    net = TorchNatureCNN(4, 6)
+    (c1, c2, c3), fc, head = net.convs, net.fc, net.head
+    x = torch.rand(probes, 84, 84, 4)
+    a0, a1, a2 = x.permute(0, 3, 1, 2), torch.rand(probes, 32, 20, 20), torch.rand(probes, 64, 9, 9)
+    a3 = torch.rand(probes, 3136)
+    rows = [("whole forward", lambda: net(x).max(-1).values), ("conv1 (+ReLU)", lambda: torch.relu(c1(a0))),
             ("conv2 (+ReLU)", lambda: torch.relu(c2(a1))), ("conv3 (+ReLU)", lambda: torch.relu(c3(a2))),
             ("fc, head, max", lambda: head(torch.relu(fc(a3))).max(-1).values)]
     with torch.no_grad():
@@ -101,20 +101,16 @@ def main(argv=None) -> None:
 
     import jax
     import jax.numpy as jnp
-    import optax
+    from bench_update_matrix import _jax_problem  # the update-matrix benchmark's problem, built identically
 
-    from tdjax import scalar_output_fn, update_matrix
+    from tdjax import update_matrix
     from tdjax._src.update_matrix import _over_probes, _prepare_probes
-    from tdjax.networks import NatureCNN
 
     m, s = args.probes, args.sets
     print(f"# jax {jax.__version__}, {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.2f}, "
           f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, MALLOC_ARENA_MAX={os.environ.get('MALLOC_ARENA_MAX')!r}")
-    rng = np.random.default_rng(0)
-    model = NatureCNN(6)
-    xs = jnp.asarray(rng.uniform(size=(m, 84, 84, 4)), jnp.float32)
-    params = model.init(jax.random.key(0), xs[0])
-    out_fn = scalar_output_fn(model.apply, "max")
+    _, loss_fn, out_fn, tx, params, opt_state, batch = _jax_problem("cnn", m)  # k = m transitions
+    xs = batch["obs"]
     sets = jax.tree.map(lambda leaf: jnp.stack([leaf * (1 + 0.01 * i) for i in range(s)]), params)
     prepared = jax.jit(lambda p, x: _prepare_probes(out_fn, p, x, None, "matmul"))(params, xs)
     forward = jax.jit(lambda ps, x, prep: jax.vmap(lambda p: _over_probes(out_fn, p, x, None, "matmul", prep))(ps))
@@ -145,17 +141,6 @@ def main(argv=None) -> None:
 
     # 3. One update-matrix row: all probes against 2 probes (the rest of the row's work).
     k = m
-    batch = {"obs": xs, "a": jnp.asarray(rng.integers(0, 6, size=k), jnp.int32),
-             "r": jnp.asarray(rng.normal(size=k), jnp.float32),
-             "next_obs": jnp.asarray(rng.uniform(size=(k, 84, 84, 4)), jnp.float32)}
-
-    def loss_fn(p, ex):
-        q = model.apply(p, ex["obs"])
-        target = ex["r"] + 0.99 * jnp.max(jax.lax.stop_gradient(model.apply(p, ex["next_obs"])))
-        return 0.5 * (q[ex["a"]] - target) ** 2
-
-    tx = optax.adam(1e-4)
-    opt_state = tx.init(params)
     um = jax.jit(lambda p, st, b, probe_xs: update_matrix(loss_fn, out_fn, tx, p, st, b, probe_xs, chunk_size=s))
     print(f"\n3. one update-matrix row (k = {k} examples, chunk_size = {s}):")
     for n_probes in (2, m):
